@@ -1,0 +1,36 @@
+# soak-runner: `make soak` and `make test` work on a fresh machine with Python 3.11 and make.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROFILE ?= profiles/smoke.toml
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install soak soak-leaky test test-slow clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install soak-runner (leaves .venv/bin/soak ready)
+
+soak: $(STAMP) ## soak the bundled clean target (PROFILE=profiles/x.toml for another)
+	$(BIN)/soak run $(PROFILE)
+
+soak-leaky: $(STAMP) ## soak the bundled leaky target: must end LEAK (exit 1)
+	-$(BIN)/soak run profiles/leaky.toml
+
+test: $(STAMP) ## run the test suite with coverage of runner/
+	$(BIN)/python -m pytest -m "not slow" --cov=runner --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean: ## remove .venv, caches and run folders
+	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov *.egg-info
+	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +

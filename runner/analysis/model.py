@@ -1,0 +1,67 @@
+"""The typed results of an analysis."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Verdict", "MetricResult", "Analysis", "METRICS", "MEMORY_METRICS", "EXIT_CODES"]
+
+#: Metrics the analysis looks at, in report order.
+METRICS = ("heap", "uss", "rss", "fds", "threads")
+MEMORY_METRICS = ("heap", "uss", "rss")
+
+
+class Verdict(str, enum.Enum):
+    PASS = "pass"
+    LEAK = "leak"
+    INCONCLUSIVE = "inconclusive"
+    ERROR = "error"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self]
+
+
+EXIT_CODES = {Verdict.PASS: 0, Verdict.LEAK: 1, Verdict.ERROR: 3, Verdict.INCONCLUSIVE: 4}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricResult:
+    """The verdict on one metric, with the figures behind it."""
+
+    name: str
+    unit: str  # "bytes" or "count"
+    verdict: Verdict
+    reason: str
+    slope_per_connection: float | None = None
+    slope_per_hour: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    budget_per_connection: float | None = None
+    intercept: float | None = None
+    #: Closed-connection range of the analysed window (for charts: the fitted line).
+    window: tuple[int, int] | None = None
+    samples_used: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        data["window"] = list(self.window) if self.window else None
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analysis:
+    """The overall verdict and the per-metric results it was drawn from."""
+
+    verdict: Verdict
+    reasons: list[str]
+    metrics: dict[str, MetricResult]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code

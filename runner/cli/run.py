@@ -1,0 +1,73 @@
+"""Run a soak: start the target, churn connections, sample its memory, and judge the slope.
+
+PROFILE is a TOML file (see profiles/); options given here override its keys.
+The run folder (default reports/<UTC time>-<profile>/) gets samples.jsonl as the run goes,
+then summary.json, report.html and target.log. The exit code is the verdict's.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..profile import load_profile, parse_duration
+
+
+def _duration(text: str) -> str:
+    parse_duration(text, key="duration")  # fail early with the profile's own message
+    return text
+
+
+class RunCommand:
+    """Run a soak against a WebSocket server and judge whether it leaks.
+
+    PROFILE is a TOML file (see profiles/); options given here override its keys.
+    The run folder (default reports/<UTC time>-<profile>/) gets samples.jsonl as the
+    run goes, then summary.json, report.html and target.log. The exit code is the
+    verdict's: 0 pass, 1 leak, 2 usage error, 3 run error, 4 inconclusive.
+    """
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("profile", nargs="?", metavar="PROFILE", help="TOML load profile (optional when --target or --pid is given)")
+        target = parser.add_argument_group("target")
+        target.add_argument("--target", metavar="CMD", help='command that starts the server; {port} and {python} are substituted, e.g. "{python} -m runner.targets.echo --port {port}"')
+        target.add_argument("--url", metavar="URL", help="ws:// or wss:// URL to connect to (default ws://127.0.0.1:{port}/)")
+        target.add_argument("--pid", type=int, metavar="PID", help="sample this already running process instead of starting one")
+        memray = target.add_mutually_exclusive_group()
+        memray.add_argument("--memray", dest="memray", action="store_true", default=None, help="track the Python target's heap with memray")
+        memray.add_argument("--no-memray", dest="memray", action="store_false", help="do not use memray")
+        load = parser.add_argument_group("load")
+        load.add_argument("--users", metavar="N", help="concurrent connections at steady state")
+        load.add_argument("--spawn-rate", metavar="R", help="users started per second")
+        load.add_argument("--duration", metavar="DUR", help="length of the steady churn phase, e.g. 90s, 10m, 8h")
+        load.add_argument("--workers", metavar="K", help="Locust worker processes (0 = in-process)")
+        output = parser.add_argument_group("output")
+        output.add_argument("--out", metavar="DIR", type=Path, help="run folder (default reports/<UTC time>-<profile>/)")
+        output.add_argument("--overwrite", action="store_true", help="replace the run in --out if it holds one")
+        output.add_argument("--quiet", action="store_true", help="no progress output, only the verdict")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..progress import Progress
+
+        overrides = {
+            "target": {"command": args.target, "url": args.url, "pid": args.pid, "memray": args.memray},
+            "load": {"users": args.users, "spawn_rate": args.spawn_rate, "duration": args.duration, "workers": args.workers},
+        }
+        profile = load_profile(args.profile, overrides=overrides)
+        from ..orchestrator import run_soak  # imports Locust (gevent patching) only when running
+
+        progress = Progress(quiet=args.quiet)
+        result = run_soak(profile, out=args.out, overwrite=args.overwrite, progress=progress)
+        print_verdict(result.summary, result.folder)
+        return result.exit_code
+
+
+def print_verdict(summary: dict, folder: Path) -> None:
+    """The last lines of a run: verdict, its reason, where the report is."""
+    reasons = summary.get("reasons") or [""]
+    print(f"verdict: {summary['verdict'].upper()} - {reasons[0]}")
+    for reason in reasons[1:]:
+        print(f"  - {reason}")
+    for site in summary.get("sites", [])[:3]:
+        print(f"  leak site: {site['location']} keeps {site['bytes_per_connection']:.0f} B per connection")
+    print(f"report: {folder / 'report.html'}")

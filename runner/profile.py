@@ -1,0 +1,461 @@
+"""Load profiles: TOML (plus command-line overrides) -> a typed, validated :class:`Profile`.
+
+A profile is plain data. Parsing never touches the network or starts anything; every
+mistake is raised as :class:`~runner.errors.ProfileError` with a one-line message that
+names the key and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import shlex
+import string
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from .errors import ProfileError
+
+__all__ = [
+    "Profile",
+    "TargetSettings",
+    "LoadSettings",
+    "PhaseSettings",
+    "SamplingSettings",
+    "AnalysisSettings",
+    "load_profile",
+    "parse_profile",
+    "parse_duration",
+    "format_duration",
+    "PLACEHOLDERS",
+]
+
+#: Placeholders a target command or URL may use.
+PLACEHOLDERS = ("port", "python")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any, *, key: str = "duration") -> float:
+    """Seconds from a duration such as ``90s``, ``10m``, ``8h``, ``1h30m``, ``500ms`` or a number."""
+    if isinstance(value, bool):
+        raise ProfileError(f"{key}: expected a duration such as 90s, 10m or 8h, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ProfileError(
+                f"{key}: {value!r} is not a duration",
+                hint="write a number with a unit such as 90s, 10m, 8h or 1h30m",
+            )
+    else:
+        raise ProfileError(f"{key}: expected a duration such as 90s, 10m or 8h, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ProfileError(f"{key}: {value!r} must be a finite, non-negative duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A short human form of a duration, e.g. ``2m``, ``1h30m``, ``0.5s``."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    parts = []
+    rest = int(round(seconds))
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSettings:
+    """How to start (or find) the server under test."""
+
+    #: Command line with ``{port}`` / ``{python}`` placeholders, as a list of arguments.
+    command: tuple[str, ...] | None = None
+    #: WebSocket URL the load connects to; may use ``{port}``.
+    url: str | None = None
+    #: Run a Python target under memray; ``None`` means "yes when the command starts with {python}".
+    memray: bool | None = None
+    ready_timeout: float = 20.0
+    #: Grace period between SIGTERM and SIGKILL when stopping the target.
+    stop_timeout: float = 10.0
+    #: Sample an already running process instead of starting one.
+    pid: int | None = None
+
+    @property
+    def is_python(self) -> bool:
+        """True when the command is run by the runner's own interpreter."""
+        return bool(self.command) and self.command[0] == "{python}"
+
+    @property
+    def wants_memray(self) -> bool:
+        return self.is_python if self.memray is None else (self.memray and self.is_python)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSettings:
+    """The churn each simulated user produces, and how many of them."""
+
+    users: int = 200
+    spawn_rate: float = 100.0
+    duration: float = 120.0
+    workers: int = 0
+    messages: int = 2
+    message_bytes: int = 64
+    hold: float = 0.0
+    think: float = 0.0
+    #: Timeout of one connect, one echo round trip, or one close handshake.
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseSettings:
+    """Idle phases around the churn."""
+
+    baseline: float = 5.0
+    #: Longest wait for every connection to close once the load stops.
+    drain: float = 10.0
+    #: Idle sampling after the drain, for the drain check.
+    cooldown: float = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingSettings:
+    interval: float = 0.5
+    #: Also sample USS (reads /proc/PID/smaps; costs more on big processes).
+    uss: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisSettings:
+    """Thresholds of the leak verdict."""
+
+    budget_bytes_per_connection: float = 32.0
+    #: Budget of the process-level metrics (RSS, USS): the allocator hands memory out in
+    #: pages and arenas, so a per-connection figure below this is noise, not evidence.
+    #: Small leaks are the heap tier's job (memray).
+    rss_budget_bytes_per_connection: float = 1024.0
+    #: Largest tolerated growth per hour of steady churn; ``None`` disables this check.
+    budget_bytes_per_hour: float | None = None
+    #: Significance level of the trend test and the confidence intervals.
+    alpha: float = 0.05
+    #: Fewest closed connections in the analysed window before a verdict other than inconclusive.
+    min_cycles: int = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """A resolved, validated load profile."""
+
+    name: str
+    source: str | None = None
+    target: TargetSettings = field(default_factory=TargetSettings)
+    load: LoadSettings = field(default_factory=LoadSettings)
+    phases: PhaseSettings = field(default_factory=PhaseSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for saving into a run folder (``meta.json``)."""
+        data = asdict(self)
+        if data["target"]["command"] is not None:
+            data["target"]["command"] = list(data["target"]["command"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Profile":
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        sections = {
+            "target": TargetSettings,
+            "load": LoadSettings,
+            "phases": PhaseSettings,
+            "sampling": SamplingSettings,
+            "analysis": AnalysisSettings,
+        }
+        kwargs: dict[str, Any] = {"name": data.get("name", "run"), "source": data.get("source")}
+        for section, klass in sections.items():
+            values = dict(data.get(section) or {})
+            known = {f for f in klass.__dataclass_fields__}
+            values = {k: v for k, v in values.items() if k in known}
+            if section == "target" and values.get("command") is not None:
+                values["command"] = tuple(values["command"])
+            kwargs[section] = klass(**values)
+        return cls(**kwargs)
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"did you mean {match[0]!r}?" if match else f"valid keys: {', '.join(sorted(valid))}"
+
+
+def _number(kind: type, *, minimum: float | None = None, exclusive: bool = False) -> Callable[[Any, str], Any]:
+    def convert(value: Any, key: str) -> Any:
+        if isinstance(value, bool):
+            raise ProfileError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise ProfileError(f"{key}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ProfileError(f"{key}: expected a whole number, got {value!r}")
+            value = int(value)
+        if not isinstance(value, (int, float)):
+            raise ProfileError(f"{key}: expected a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ProfileError(f"{key}: expected a finite number, got {value!r}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
+            raise ProfileError(f"{key}: must be {bound}, got {value!r}")
+        return kind(value)
+
+    return convert
+
+
+def _optional(convert: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def inner(value: Any, key: str) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+            return None
+        return convert(value, key)
+
+    return inner
+
+
+def _boolean(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise ProfileError(f"{key}: expected true or false, got {value!r}")
+
+
+def _duration(value: Any, key: str) -> float:
+    return parse_duration(value, key=key)
+
+
+def _positive_duration(value: Any, key: str) -> float:
+    seconds = parse_duration(value, key=key)
+    if seconds <= 0:
+        raise ProfileError(f"{key}: must be longer than zero, got {value!r}")
+    return seconds
+
+
+def _placeholders(text: str, key: str) -> set[str]:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise ProfileError(f"{key}: {text!r} has a broken placeholder ({exc})", hint="write {port} or {python}; double a brace to keep it") from None
+    unknown = names - set(PLACEHOLDERS)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ProfileError(f"{key}: unknown placeholder {{{name}}}", hint="only {port} and {python} are substituted")
+    return names
+
+
+def _command(value: Any, key: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parts = shlex.split(value)
+        except ValueError as exc:
+            raise ProfileError(f"{key}: cannot split {value!r} into arguments ({exc})") from None
+    elif isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value):
+        parts = list(value)
+    else:
+        raise ProfileError(f"{key}: expected a string or a list of strings, got {type(value).__name__}")
+    if not parts or not parts[0].strip():
+        raise ProfileError(f"{key}: the command is empty", hint='for example "{python} -m runner.targets.echo --port {port}"')
+    for part in parts:
+        _placeholders(part, key)
+    return tuple(parts)
+
+
+def _url(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProfileError(f"{key}: expected a ws:// or wss:// URL, got {type(value).__name__}")
+    _placeholders(value, key)
+    probe = value.replace("{port}", "1")
+    try:
+        parts = urlsplit(probe)
+        port = parts.port
+    except ValueError as exc:
+        raise ProfileError(f"{key}: {value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ProfileError(f"{key}: {value!r} is not a WebSocket URL", hint="it must start with ws:// or wss://")
+    if not parts.hostname:
+        raise ProfileError(f"{key}: {value!r} has no host", hint="for example ws://127.0.0.1:{port}/")
+    del port
+    return value
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+_SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
+    "target": {
+        "command": _command,
+        "url": _url,
+        "memray": _optional(_boolean),
+        "ready_timeout": _positive_duration,
+        "stop_timeout": _duration,
+        "pid": _optional(_number(int, minimum=1)),
+    },
+    "load": {
+        "users": _number(int, minimum=1),
+        "spawn_rate": _number(float, minimum=0, exclusive=True),
+        "duration": _positive_duration,
+        "workers": _number(int, minimum=0),
+        "messages": _number(int, minimum=0),
+        "message_bytes": _number(int, minimum=0),
+        "hold": _duration,
+        "think": _duration,
+        "timeout": _positive_duration,
+    },
+    "phases": {"baseline": _duration, "drain": _duration, "cooldown": _duration},
+    "sampling": {"interval": _positive_duration, "uss": _boolean},
+    "analysis": {
+        "budget_bytes_per_connection": _number(float, minimum=0),
+        "rss_budget_bytes_per_connection": _number(float, minimum=0),
+        "budget_bytes_per_hour": _optional(_number(float, minimum=0)),
+        "alpha": _number(float, minimum=0, exclusive=True),
+        "min_cycles": _number(int, minimum=1),
+    },
+}
+_TOP_LEVEL = {"name": _string}
+
+_SECTION_CLASSES = {
+    "target": TargetSettings,
+    "load": LoadSettings,
+    "phases": PhaseSettings,
+    "sampling": SamplingSettings,
+    "analysis": AnalysisSettings,
+}
+
+
+def merge_overrides(data: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A copy of ``data`` with ``overrides`` (``{section: {key: value}}``) laid over it; ``None`` values are skipped."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for section, values in overrides.items():
+        for key, value in values.items():
+            if value is None:
+                continue
+            table = merged.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ProfileError(f"[{section}] must be a table")
+            table[key] = value
+    return merged
+
+
+def parse_profile(
+    data: dict[str, Any],
+    *,
+    name: str = "run",
+    source: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Profile:
+    """Validate plain profile data (as read from TOML) and return a :class:`Profile`."""
+    if not isinstance(data, dict):
+        raise ProfileError("the profile must be a TOML table")
+    if overrides:
+        data = merge_overrides(data, overrides)
+    for key, value in data.items():
+        if key in _TOP_LEVEL:
+            continue
+        if key not in _SCHEMA:
+            raise ProfileError(f"unknown profile key {key!r}", hint=_closest(key, list(_SCHEMA) + list(_TOP_LEVEL)))
+        if not isinstance(value, dict):
+            raise ProfileError(f"{key!r} must be a table such as [{key}], got {type(value).__name__}")
+    if "name" in data:
+        name = _string(data["name"], "name")
+
+    sections: dict[str, Any] = {}
+    for section, schema in _SCHEMA.items():
+        table = data.get(section, {})
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in schema:
+                raise ProfileError(f"unknown profile key {section}.{key}", hint=_closest(key, list(schema)))
+            values[key] = schema[key](value, f"{section}.{key}")
+        sections[section] = _SECTION_CLASSES[section](**values)
+
+    target: TargetSettings = sections["target"]
+    target = _complete_target(target)
+    sections["target"] = target
+    return Profile(name=name, source=source, **sections)
+
+
+def _complete_target(target: TargetSettings) -> TargetSettings:
+    """Cross-key checks of [target], and the default URL of a started target."""
+    from dataclasses import replace
+
+    if target.command is None and target.url is None and target.pid is None:
+        raise ProfileError(
+            "nothing to soak: the profile has no target.command, target.url or pid",
+            hint='set target.command (e.g. "{python} -m runner.targets.echo --port {port}") or pass --target/--url/--pid',
+        )
+    command_fields = set().union(*(_placeholders(p, "target.command") for p in target.command)) if target.command else set()
+    url = target.url
+    if target.command is not None and url is None:
+        if "port" not in command_fields:
+            raise ProfileError(
+                "target.url is missing and target.command has no {port} placeholder",
+                hint="add {port} where the server takes its port, or set target.url",
+            )
+        url = "ws://127.0.0.1:{port}/"
+    if url is not None and "{port}" in url:
+        if target.command is None:
+            raise ProfileError("target.url uses {port} but there is no target.command to give it a port", hint="write the real port in the URL")
+        if "port" not in command_fields:
+            raise ProfileError(
+                "target.url uses {port} but target.command never receives it",
+                hint="add {port} to the command (e.g. --port {port}) or write a fixed port in both",
+            )
+    if target.pid is not None and target.command is not None:
+        raise ProfileError("--pid and target.command exclude each other", hint="sample a running server by pid, or let soak start one, not both")
+    return replace(target, url=url)
+
+
+def load_profile(path: str | Path | None, *, overrides: dict[str, dict[str, Any]] | None = None) -> Profile:
+    """Read a TOML profile (or none) and apply command-line ``overrides``."""
+    data: dict[str, Any] = {}
+    name = "run"
+    source = None
+    if path is not None:
+        file = Path(path)
+        if not file.exists():
+            raise ProfileError(f"profile {str(file)!r} does not exist", hint="check the path, or see profiles/ for examples")
+        if file.is_dir():
+            raise ProfileError(f"profile {str(file)!r} is a folder, not a TOML file")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"cannot read profile {str(file)!r}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProfileError(f"profile {str(file)!r} is not valid TOML: {exc}") from None
+        name = file.stem
+        source = str(file)
+    return parse_profile(data, name=name, source=source, overrides=overrides)

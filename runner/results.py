@@ -1,0 +1,220 @@
+"""The run folder: what a run records, and how every later command reads it back.
+
+A run folder is the single source of truth; ``soak analyze`` and ``soak report`` work
+from it alone, so nothing needs re-running to re-analyse (as in pyperf).
+
+Files (format version :data:`FORMAT_VERSION`):
+
+- ``meta.json``      written at start: resolved profile, environment, target command.
+- ``samples.jsonl``  one JSON object per sample, appended and flushed as taken; a run
+                     killed with SIGKILL leaves every sample but perhaps a torn last line.
+- ``run.json``       written at the end: phase boundaries, target outcome, load statistics.
+- ``target.log``     the target's stdout and stderr.
+- ``summary.json``, ``report.html``, ``junit.xml``   derived by analysis and reporting.
+
+Format history:
+    1 - first version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .errors import RunFolderError
+from .profile import Profile
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SAMPLE_FIELDS",
+    "RunFolder",
+    "RunRecord",
+    "SampleWriter",
+    "read_samples",
+    "write_json",
+]
+
+FORMAT_VERSION = 1
+
+#: The fields of one sample line. Metrics may be ``null`` when unavailable (e.g. ``heap``
+#: without memray, or everything after the target died).
+SAMPLE_FIELDS = (
+    "t",  # seconds since the run started (monotonic)
+    "wall",  # Unix time of the sample
+    "phase",  # baseline | ramp | steady | drain | cooldown
+    "opened",  # connections opened so far (cumulative)
+    "closed",  # connections closed so far (cumulative)
+    "open",  # connections open at this moment
+    "errors",  # failed requests so far (cumulative)
+    "rss",  # resident set size of the target's process tree, bytes
+    "uss",  # unique set size of the tree, bytes
+    "heap",  # live Python heap by memray, bytes
+    "fds",  # open file descriptors of the tree
+    "threads",  # threads of the tree
+    "cpu",  # CPU of the tree since the previous sample, percent of one core
+    "procs",  # processes in the tree
+)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class SampleWriter:
+    """Appends samples to ``samples.jsonl``, one flushed line each."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = open(path, "a", encoding="utf-8", buffering=1)
+        self.count = 0
+
+    def write(self, sample: dict[str, Any]) -> None:
+        if self._fh is None:
+            raise ValueError("sample writer is closed")
+        self._fh.write(json.dumps(sample, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "SampleWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """Samples from a ``samples.jsonl``; a torn or corrupt line (a killed run) is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(sample, dict) and "t" in sample:
+                yield sample
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run folder."""
+
+    path: Path
+
+    @property
+    def meta(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    @property
+    def run(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def target_log(self) -> Path:
+        return self.path / "target.log"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def junit(self) -> Path:
+        return self.path / "junit.xml"
+
+    @property
+    def locust_stats(self) -> Path:
+        return self.path / "locust_stats.json"
+
+    def create(self, *, overwrite: bool = False) -> None:
+        """Create the folder fresh; refuse a symlink, and a previous run unless ``overwrite``."""
+        from .errors import UsageError
+
+        if self.path.is_symlink():
+            raise UsageError(f"run folder {str(self.path)!r} is a symbolic link", hint="choose another --out")
+        if self.path.exists():
+            if not self.path.is_dir():
+                raise UsageError(f"--out {str(self.path)!r} exists and is not a folder")
+            if any(self.path.iterdir()):
+                if not overwrite:
+                    raise UsageError(
+                        f"run folder {str(self.path)!r} already holds a run",
+                        hint="choose another --out, or pass --overwrite",
+                    )
+                for name in ("meta.json", "samples.jsonl", "run.json", "summary.json", "report.html", "junit.xml", "target.log"):
+                    (self.path / name).unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class RunRecord:
+    """Everything a run recorded, read back from its folder (plain data, no I/O after loading)."""
+
+    folder: Path
+    profile: Profile
+    meta: dict[str, Any]
+    samples: list[dict[str, Any]]
+    run: dict[str, Any] = field(default_factory=dict)
+    locust_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """False when the runner died before writing ``run.json``."""
+        return bool(self.run)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunRecord":
+        folder = RunFolder(Path(path))
+        if not folder.path.is_dir():
+            raise RunFolderError(f"run folder {str(folder.path)!r} does not exist", hint="pass a folder made by `soak run`")
+        if not folder.meta.exists():
+            raise RunFolderError(f"{str(folder.path)!r} is not a run folder (no meta.json)", hint="pass a folder made by `soak run`")
+        try:
+            meta = json.loads(folder.meta.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunFolderError(f"cannot read {folder.meta}: {exc}") from None
+        samples = list(read_samples(folder.samples)) if folder.samples.exists() else []
+        run = _read_optional_json(folder.run)
+        stats = _read_optional_json(folder.locust_stats)
+        profile = Profile.from_dict(meta.get("profile", {}))
+        return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats)
+
+
+def _read_optional_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,68 @@
+"""summary.json: the contract other tools read (pure: built from a run record and its analysis).
+
+Schema history (``schema_version``):
+    1 - verdict, reasons, metrics, load, sites, target, run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .analysis import Analysis, Verdict
+from .results import RunRecord
+
+__all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
+
+SCHEMA_VERSION = 1
+
+
+def load_figures(record: RunRecord) -> dict[str, Any]:
+    """The ``load`` part of the summary: what the load generator achieved."""
+    samples = record.samples
+    last = samples[-1] if samples else {}
+    steady = [s for s in samples if s.get("phase") == "steady"]
+    cycles_per_second = None
+    if len(steady) >= 2 and steady[-1]["t"] > steady[0]["t"]:
+        cycles_per_second = round((steady[-1]["closed"] - steady[0]["closed"]) / (steady[-1]["t"] - steady[0]["t"]), 2)
+    stats = record.locust_stats
+    latency = {}
+    for entry in stats.get("requests", []):
+        latency[entry["name"]] = {k: entry.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms")}
+    total = stats.get("total", {})
+    errors = total.get("failures", last.get("errors", 0))
+    return {
+        "connections_opened": last.get("opened", 0),
+        "connections_closed": last.get("closed", 0),
+        "peak_concurrent": max((s.get("open", 0) for s in samples), default=0),
+        "cycles_per_second": cycles_per_second,
+        "requests": total.get("requests"),
+        "errors": errors,
+        "latency_ms": latency,
+        "errors_by_kind": [
+            {"name": e.get("name"), "error": e.get("error"), "occurrences": e.get("occurrences")} for e in stats.get("errors", [])
+        ],
+    }
+
+
+def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
+    """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
+    run = record.run
+    target = dict(run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False})
+    final = verdict or analysis.verdict
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "verdict": final.value,
+        "exit_code": final.exit_code,
+        "reasons": reasons if reasons is not None else analysis.reasons,
+        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list(analysis.notes),
+        "profile": record.profile.name,
+        "started_at": record.meta.get("started_at"),
+        "ended_at": run.get("ended_at"),
+        "interrupted": bool(run.get("interrupted", False)),
+        "complete": record.complete,
+        "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
+        "load": load_figures(record),
+        "sites": list(run.get("sites", [])),
+        "target": target,
+        "phases": run.get("phases", []),
+    }
