@@ -1,0 +1,320 @@
+"""Run a Python target under a memray tracker, from inside the target's own process.
+
+Why not ``memray run``: on a ``websockets`` asyncio server, ``memray run`` recorded
+almost every allocation of the connection handler with an empty Python stack (see
+DESIGN.md). Starting ``memray.Tracker`` in the target process and then running the
+target with :mod:`runpy` keeps the stacks, so a leak can be named by file and line.
+
+The runner starts ``python /path/to/memray_launch.py OPTIONS -- PYTHON-ARGS`` where
+PYTHON-ARGS is what followed ``{python}`` in the target command (``-m pkg.mod ...``,
+``script.py ...`` or ``-c CODE ...``). This file is run by path, not as
+``runner.sampling.memray_launch``: importing the ``runner`` package would load
+matplotlib, Jinja and friends into the heap being measured.
+
+What the launcher adds to the target, and why:
+
+- **A clean stop.** A SIGTERM handler that raises ``SystemExit`` (unless the target
+  installs its own), so the tracker is closed and the capture finalised; a target that
+  ignores SIGTERM is SIGKILLed by the runner and leaves a readable, unfinalised capture.
+- **Checkpoints.** Every ``--checkpoint-interval`` seconds a thread runs a full
+  ``gc.collect()`` and writes its wall time to ``--checkpoints`` (JSON lines). Objects
+  that only wait for the cyclic collector (zlib streams of permessage-deflate, frames
+  of finished coroutines) otherwise pile up in the oldest generation and look exactly
+  like a leak; the heap and every allocation site are read at the memray snapshot
+  just after each checkpoint, when that garbage is gone.
+- **A frozen start-up heap.** A full collection walks every tracked object: about
+  0.2 s for the 100K objects of a server that imported numpy, which would cost the
+  target a fifth of a core at one checkpoint a second. When the runner writes ``freeze``
+  into ``--control`` (it does so once the target accepts its first handshake, before any
+  load), the launcher collects once and calls ``gc.freeze()``: the start-up objects move
+  to the permanent generation and later collections walk only what the run created.
+  The checkpoint period also stretches so collections never take more than
+  :data:`GC_BUDGET` of the target's time.
+- **A size cap.** When the capture file passes ``--max-bytes`` the tracker is stopped
+  (the capture stays valid) and an event says when, so a nightly run cannot fill the
+  disk; the psutil metrics go on.
+
+The last checkpoint line is ``{"event": "end", ...}`` when tracking ended cleanly; its
+absence means the target was killed and the capture is unfinalised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import runpy
+import signal
+import sys
+import threading
+import time
+from typing import Any, Sequence, TextIO
+
+__all__ = ["launcher_argv", "split_python_args", "main", "UnsupportedCommand"]
+
+#: Interpreter options that the launcher can honour (they take no argument and either
+#: only affect start-up, or are applied by the launcher itself).
+_FLAG_OPTIONS = {"-u", "-B", "-s", "-E", "-q"}
+#: Largest share of the target's time the checkpoint collections may take.
+GC_BUDGET = 0.05
+#: How often the checkpoint thread looks at the control file between checkpoints.
+_CONTROL_POLL = 0.2
+
+
+class UnsupportedCommand(ValueError):
+    """The Python command line uses something the launcher cannot reproduce."""
+
+
+def split_python_args(args: Sequence[str]) -> tuple[list[str], str, str, list[str]]:
+    """Split ``python`` arguments into (flags, kind, what, argv rest).
+
+    ``kind`` is ``"module"`` (``-m NAME``), ``"code"`` (``-c CODE``) or ``"path"``
+    (a script or a folder/zip with ``__main__``). Raises :class:`UnsupportedCommand`
+    for options the launcher cannot honour (``-O``, ``-X``, ``-W``, ``-I`` ...).
+    """
+    flags: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in ("-m", "-c"):
+            if index + 1 >= len(args):
+                raise UnsupportedCommand(f"{arg} needs an argument")
+            return flags, "module" if arg == "-m" else "code", args[index + 1], list(args[index + 2 :])
+        if arg.startswith("-m") and len(arg) > 2:
+            return flags, "module", arg[2:], list(args[index + 1 :])
+        if arg == "-":
+            raise UnsupportedCommand("a program read from standard input cannot be tracked")
+        if not arg.startswith("-"):
+            return flags, "path", arg, list(args[index + 1 :])
+        if arg in _FLAG_OPTIONS:
+            flags.append(arg)
+            index += 1
+            continue
+        raise UnsupportedCommand(f"the interpreter option {arg} is not supported under memray")
+    raise UnsupportedCommand("no module, script or -c code to run")
+
+
+def launcher_argv(
+    python: str,
+    python_args: Sequence[str],
+    *,
+    capture: str,
+    checkpoints: str,
+    control: str,
+    checkpoint_interval: float,
+    memory_interval_ms: int,
+    max_bytes: int | None,
+    python_allocators: bool = False,
+) -> list[str]:
+    """The command that runs ``python PYTHON_ARGS`` under the launcher (validated first)."""
+    split_python_args(python_args)  # refuse early, in the runner, what the launcher cannot run
+    argv = [
+        python,
+        os.path.abspath(__file__),
+        "--capture",
+        capture,
+        "--checkpoints",
+        checkpoints,
+        "--control",
+        control,
+        "--checkpoint-interval",
+        f"{checkpoint_interval:g}",
+        "--memory-interval-ms",
+        str(memory_interval_ms),
+    ]
+    if max_bytes is not None:
+        argv += ["--max-bytes", str(max_bytes)]
+    if python_allocators:
+        argv.append("--python-allocators")
+    return argv + ["--", *python_args]
+
+
+class _Checkpoints:
+    """The checkpoint log: one flushed JSON line per event, safe to call from any thread."""
+
+    def __init__(self, path: str) -> None:
+        self._fh: TextIO = open(path, "a", encoding="utf-8", buffering=1)
+        self._lock = threading.Lock()
+
+    def write(self, **event: Any) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
+                self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+class _Session:
+    """One tracking session: the tracker, the checkpoint thread, the size cap."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import memray
+
+        self.args = args
+        self.log = _Checkpoints(args.checkpoints)
+        self.tracker = memray.Tracker(
+            destination=memray.FileDestination(args.capture, overwrite=True),
+            memory_interval_ms=args.memory_interval_ms,
+            trace_python_allocators=args.python_allocators,
+            file_format=memray.FileFormat.ALL_ALLOCATIONS,
+        )
+        self._lock = threading.Lock()
+        self._tracking = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._checkpoint_loop, name="soak-memray-checkpoints", daemon=True)
+        self._gc_seconds = 0.0
+        self._frozen = False
+
+    def start(self) -> None:
+        self.tracker.__enter__()
+        self._tracking = True
+        self.log.write(
+            event="start",
+            wall=time.time(),
+            pid=os.getpid(),
+            memory_interval_ms=self.args.memory_interval_ms,
+            python_allocators=self.args.python_allocators,
+            max_bytes=self.args.max_bytes,
+        )
+        self._thread.start()
+
+    def stop(self, reason: str) -> None:
+        """Close the tracker once (finalises the capture) and log why."""
+        with self._lock:
+            if not self._tracking:
+                return
+            self._tracking = False
+            self._checkpoint()  # a last collected point, close to the end
+            self.tracker.__exit__(None, None, None)
+        self.log.write(event="end", wall=time.time(), reason=reason)
+
+    def _checkpoint(self) -> None:
+        began = time.perf_counter()
+        collected = gc.collect()
+        self._gc_seconds = time.perf_counter() - began
+        self.log.write(wall=time.time(), gc=collected, gc_ms=round(self._gc_seconds * 1000, 2))
+
+    def _freeze_requested(self) -> bool:
+        if self._frozen:
+            return False
+        try:
+            with open(self.args.control, encoding="utf-8") as fh:
+                return "freeze" in fh.read()
+        except OSError:
+            return False
+
+    def _freeze(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
+        self.log.write(event="frozen", wall=time.time(), objects=gc.get_freeze_count())
+
+    def _wait_next(self) -> bool:
+        """Sleep until the next checkpoint (freezing on request meanwhile); False when stopping."""
+        deadline = time.monotonic() + max(self.args.checkpoint_interval, self._gc_seconds / GC_BUDGET)
+        while True:
+            if self._freeze_requested():
+                with self._lock:
+                    if self._tracking:
+                        self._freeze()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if self._stop.wait(min(_CONTROL_POLL, remaining)):
+                return False
+
+    def _checkpoint_loop(self) -> None:
+        while self._wait_next():
+            with self._lock:
+                if not self._tracking:
+                    return
+                self._checkpoint()
+            if self.args.max_bytes is not None:
+                try:
+                    size = os.path.getsize(self.args.capture)
+                except OSError:
+                    continue
+                if size > self.args.max_bytes:
+                    self.log.write(event="capped", wall=time.time(), bytes=size)
+                    self.stop("capped")
+                    return
+
+
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(argv)
+    if "--" not in argv:
+        raise SystemExit("memray_launch: expected OPTIONS -- PYTHON-ARGS")
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="memray_launch", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--capture", required=True)
+    parser.add_argument("--checkpoints", required=True)
+    parser.add_argument("--control", required=True)
+    parser.add_argument("--checkpoint-interval", type=float, default=1.0)
+    parser.add_argument("--memory-interval-ms", type=int, default=100)
+    parser.add_argument("--max-bytes", type=int, default=None)
+    parser.add_argument("--python-allocators", action="store_true")
+    return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def _raise_system_exit(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run_target(kind: str, what: str, rest: list[str]) -> None:
+    """Run the target as ``python`` would, with ``sys.argv`` and ``sys.path[0]`` as it sets them."""
+    if kind == "module":
+        sys.argv = [what, *rest]  # runpy replaces argv[0] with the module's file
+        sys.path[0] = os.getcwd()
+        runpy.run_module(what, run_name="__main__", alter_sys=True)
+    elif kind == "code":
+        sys.argv = ["-c", *rest]
+        sys.path[0] = ""
+        code = compile(what, "<string>", "exec")
+        main_module = sys.modules["__main__"]
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        main_module.__dict__.clear()
+        main_module.__dict__.update(namespace)
+        exec(code, main_module.__dict__)
+    else:
+        sys.argv = [what, *rest]
+        sys.path[0] = os.path.dirname(os.path.abspath(what)) if os.path.isfile(what) else os.path.abspath(what)
+        runpy.run_path(what, run_name="__main__")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options, python_args = _parse(sys.argv[1:] if argv is None else argv)
+    try:
+        flags, kind, what, rest = split_python_args(python_args)
+    except UnsupportedCommand as exc:
+        raise SystemExit(f"memray_launch: {exc}") from None
+    if "-u" in flags:
+        os.environ["PYTHONUNBUFFERED"] = "1"
+    if "-B" in flags:
+        sys.dont_write_bytecode = True
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_system_exit)  # the target may install its own
+    session = _Session(options)
+    session.start()
+    reason = "exit"
+    try:
+        _run_target(kind, what, rest)
+    except SystemExit as exc:
+        reason = "exit" if exc.code in (None, 0) else f"exit {exc.code}"
+        raise
+    except KeyboardInterrupt:
+        reason = "interrupt"
+        raise
+    except BaseException as exc:
+        reason = f"exception {type(exc).__name__}"
+        raise
+    finally:
+        session.stop(reason)
+        session.log.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""From a reduced memray record to the ``heap`` metric and the leak sites (pure functions).
+
+Nothing here reads files, starts processes or looks at a clock: the input is the
+``memray/reduced.json`` content (see :mod:`runner.sampling.memray_capture`) and the
+run's samples; the output is plain data for the samples, summary.json and the report.
+
+Bytes per connection of a site: the Theil-Sen slope of its live bytes at the GC
+checkpoints against the cumulative closed connections at those moments, over the
+steady phase after its first quarter (warm-up: caches and pools fill there).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["join_heap", "leak_sites", "memray_summary", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+
+#: Share of the steady window (by closed connections) skipped as warm-up.
+WARMUP_FRACTION = 0.25
+#: Sites listed in summary.json.
+MAX_SITES = 10
+#: Fewest checkpoints in the window before a site slope is given.
+MIN_POINTS = 6
+#: Sites growing by less than this many bytes per connection are not listed at all.
+MIN_BYTES_PER_CONNECTION = 1.0
+
+
+def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]], *, tolerance: float | None = None) -> list[dict[str, Any]]:
+    """The samples with ``heap`` filled from memray's checkpoints, matched by wall time.
+
+    Each checkpoint goes to the sample nearest in time (within ``tolerance`` seconds,
+    by default the largest gap between samples); samples with no checkpoint keep
+    ``heap = None`` so the analysis uses only measured points, never repeated ones.
+    """
+    out = [dict(s) for s in samples]
+    walls = np.array([s.get("wall", np.nan) for s in out], dtype=float)
+    if not len(heap) or not len(out) or np.isnan(walls).all():
+        return out
+    order = np.argsort(walls)
+    sorted_walls = walls[order]
+    if tolerance is None:
+        gaps = np.diff(sorted_walls[~np.isnan(sorted_walls)])
+        tolerance = float(gaps.max()) if len(gaps) else 1.0
+    best: dict[int, tuple[float, int]] = {}
+    for wall, value in heap:
+        pos = int(np.searchsorted(sorted_walls, wall))
+        for candidate in (pos - 1, pos):
+            if 0 <= candidate < len(sorted_walls) and not np.isnan(sorted_walls[candidate]):
+                gap = abs(sorted_walls[candidate] - wall)
+                if gap <= tolerance and (candidate not in best or gap < best[candidate][0]):
+                    best[candidate] = (gap, int(value))
+    for candidate, (_, value) in best.items():
+        out[int(order[candidate])]["heap"] = value
+    return out
+
+
+def _steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    steady = [s for s in samples if s.get("phase") == "steady" and s.get("wall") is not None]
+    if len(steady) < 2:
+        return None
+    walls = np.array([s["wall"] for s in steady], dtype=float)
+    closed = np.array([s["closed"] for s in steady], dtype=float)
+    order = np.argsort(walls)
+    return walls[order], closed[order]
+
+
+def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, budget: float, limit: int = MAX_SITES) -> list[dict[str, Any]]:
+    """The allocation sites that grew with connections, largest first.
+
+    Each: ``location`` (file:line of the innermost user frame), ``function``,
+    ``bytes_per_connection`` (slope over the steady window), ``ci_low``/``ci_high``
+    (95%), ``live_bytes_end`` (at the last checkpoint of the run), ``share`` (of the
+    heap's own growth per connection over the same window; None when the heap did not
+    grow), ``over_budget``, ``stack`` (user frames, innermost first).
+    """
+    steady = _steady_closed(samples)
+    points = np.asarray(reduced.get("points") or [], dtype=float)
+    if steady is None or not len(points) or not reduced.get("sites"):
+        return []
+    walls, closed = steady
+    inside = (points >= walls[0]) & (points <= walls[-1])
+    x_all = np.interp(points, walls, closed)
+    start = closed[0] + WARMUP_FRACTION * (closed[-1] - closed[0])
+    window = inside & (x_all >= start)
+    if window.sum() < MIN_POINTS or np.ptp(x_all[window]) == 0:
+        return []
+    x = x_all[window]
+    heap_slope = _heap_slope(reduced, walls, closed, start)
+    found = []
+    for site in reduced["sites"]:
+        live = np.asarray(site["live"], dtype=float)
+        if len(live) != len(points):
+            continue
+        y = live[window]
+        if np.ptp(y) == 0:
+            continue
+        slope, _, low, high = stats.theilslopes(y, x, alpha=0.95)
+        if slope < MIN_BYTES_PER_CONNECTION:
+            continue
+        found.append(
+            {
+                "location": site["location"],
+                "function": site["function"],
+                "bytes_per_connection": round(float(slope), 1),
+                "ci_low": round(float(low), 1),
+                "ci_high": round(float(high), 1),
+                "live_bytes_end": int(live[-1]),
+                "share": round(float(slope / heap_slope), 3) if heap_slope and heap_slope > 0 else None,
+                "over_budget": bool(low > budget),
+                "stack": list(site.get("stack", [])),
+            }
+        )
+    found.sort(key=lambda s: s["bytes_per_connection"], reverse=True)
+    return found[:limit]
+
+
+def _heap_slope(reduced: Mapping[str, Any], walls: np.ndarray, closed: np.ndarray, start: float) -> float | None:
+    heap = np.asarray(reduced.get("heap") or [], dtype=float)
+    if heap.ndim != 2 or len(heap) < MIN_POINTS:
+        return None
+    x = np.interp(heap[:, 0], walls, closed)
+    keep = (heap[:, 0] >= walls[0]) & (heap[:, 0] <= walls[-1]) & (x >= start)
+    if keep.sum() < MIN_POINTS or np.ptp(x[keep]) == 0:
+        return None
+    return float(stats.theilslopes(heap[keep, 1], x[keep])[0])
+
+
+def memray_summary(reduced: Mapping[str, Any] | None, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``memray`` part of summary.json: was it used, how complete, where its files are."""
+    if reduced is None:
+        return {"enabled": False, "notes": list(notes)}
+    return {
+        "enabled": True,
+        "status": reduced.get("status"),
+        "capture": "memray/capture.bin",
+        "flamegraph": reduced.get("flamegraph"),
+        "capture_bytes": reduced.get("capture_bytes"),
+        "checkpoints": reduced.get("checkpoints"),
+        "python_allocators": reduced.get("python_allocators", False),
+        "analysis_seconds": reduced.get("analysis_seconds"),
+        "notes": list(reduced.get("notes", [])) + list(notes),
+    }
