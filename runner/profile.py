@@ -307,6 +307,14 @@ def _url(value: Any, key: str) -> str | None:
     return value
 
 
+def _significance(value: Any, key: str) -> float:
+    """A significance level: strictly between 0 and 0.5 (0.05 gives 95% intervals)."""
+    level = _number(float, minimum=0, exclusive=True)(value, key)
+    if level >= 0.5:
+        raise ProfileError(f"{key}: must be below 0.5, got {value!r}", hint="0.05 gives 95% confidence intervals, 0.01 gives 99%")
+    return level
+
+
 def _string(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ProfileError(f"{key}: expected a non-empty string, got {value!r}")
@@ -339,7 +347,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "budget_bytes_per_connection": _number(float, minimum=0),
         "rss_budget_bytes_per_connection": _number(float, minimum=0),
         "budget_bytes_per_hour": _optional(_number(float, minimum=0)),
-        "alpha": _number(float, minimum=0, exclusive=True),
+        "alpha": _significance,
         "min_cycles": _number(int, minimum=1),
     },
 }

@@ -5,6 +5,6 @@ data a run recorded, the output is typed results (see :mod:`runner.analysis.mode
 """
 
 from .model import Analysis, MetricResult, Verdict
-from .verdict import analyse
+from .verdict import analyse, combine
 
-__all__ = ["Analysis", "MetricResult", "Verdict", "analyse"]
+__all__ = ["Analysis", "MetricResult", "Verdict", "analyse", "combine"]

@@ -44,6 +44,9 @@ class MetricResult:
     #: Closed-connection range of the analysed window (for charts: the fitted line).
     window: tuple[int, int] | None = None
     samples_used: int = 0
+    #: When INCONCLUSIVE: roughly how many more connection cycles would decide it (None: unknown).
+    cycles_needed: int | None = None
+    #: Figures behind the verdict: warm-up cut, trend p-value, late-half slope, drain check.
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +64,8 @@ class Analysis:
     reasons: list[str]
     metrics: dict[str, MetricResult]
     notes: list[str] = field(default_factory=list)
+    #: When INCONCLUSIVE: the most cycles any undecided metric needs (None: unknown or decided).
+    cycles_needed: int | None = None
 
     @property
     def exit_code(self) -> int:

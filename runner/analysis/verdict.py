@@ -1,90 +1,321 @@
-"""A first, honest leak verdict: Theil-Sen slope of each metric against closed connections."""
+"""The leak verdict: per-metric tiers over the recorded samples, and the rule that combines them.
+
+For every metric (heap, uss, rss, fds, threads) the steady-churn samples are regressed
+against cumulative closed connections, after a data-driven warm-up cut
+(:func:`~runner.analysis.stats.trim_warmup`):
+
+1. Mann-Kendall with the Hamed-Rao correction: is there a monotonic trend at all?
+2. Theil-Sen slope per connection, its interval widened for autocorrelation.
+3. Deceleration: the late half's slope against the whole window's. A cache that fills
+   slows down; a leak keeps its pace.
+4. Drain: after every connection closed, the metric against its idle baseline.
+   Per-connection state must be gone: fds and threads back to baseline, heap close to it.
+
+A metric LEAKs when its trend is significant, the whole interval lies above the budget,
+the late half still grows faster than the budget, and it did not slow down; it PASSes
+when the interval lies within the budget (or it levelled off within budget); otherwise
+it is INCONCLUSIVE, with an estimate of how many more cycles would decide it.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 from ..profile import AnalysisSettings
 from .model import MEMORY_METRICS, METRICS, Analysis, MetricResult, Verdict
+from .stats import Slope, Trend, cycles_to_decide, mann_kendall, theil_sen, thin, trim_warmup
 
-__all__ = ["analyse", "COUNT_BUDGET_PER_CONNECTION"]
+__all__ = [
+    "analyse",
+    "COUNT_BUDGET_PER_CONNECTION",
+    "COUNT_DRAIN_TOLERANCE",
+    "MIN_SAMPLES",
+    "format_bytes",
+]
 
 #: fds and threads: more than one per hundred connections that is never given back is a leak.
 COUNT_BUDGET_PER_CONNECTION = 0.01
-#: Fraction of the steady window (by closed connections) treated as warm-up.
-WARMUP_FRACTION = 0.25
+#: fds/threads still held after the drain, above the idle baseline, that a clean server may keep
+#: (a lazily opened log file, a resolver thread); more than this and a growing count is a leak.
+COUNT_DRAIN_TOLERANCE = 2
+#: Fewest samples in the analysed window (and in its late half, doubled) for any verdict.
 MIN_SAMPLES = 8
 
 
-def _fmt_bytes(value: float) -> str:
+def format_bytes(value: float) -> str:
+    """``2.1 KB``, ``32 B``, ``-6 B``: binary units, one decimal above bytes."""
+    if not math.isfinite(value):
+        return "unbounded" if value > 0 else "-unbounded"
     sign = "-" if value < 0 else ""
     value = abs(value)
     for unit in ("B", "KB", "MB", "GB"):
         if value < 1024 or unit == "GB":
-            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+            if unit == "B":
+                return f"{sign}{value:.2g} B" if 0 < value < 10 else f"{sign}{value:.0f} B"
+            return f"{sign}{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 
 
 def _fmt(value: float, unit: str) -> str:
-    return _fmt_bytes(value) if unit == "bytes" else f"{value:.3g}"
+    if unit == "bytes":
+        return format_bytes(value)
+    return f"{value:.3g}" if math.isfinite(value) else ("unbounded" if value > 0 else "-unbounded")
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One metric's steady-churn samples, in time order."""
+
+    x: np.ndarray  # cumulative closed connections
+    y: np.ndarray  # the metric
+    t: np.ndarray  # seconds
+
+
+@dataclass(frozen=True)
+class _Drain:
+    baseline: float
+    end: float
+    cycles: int
+
+    @property
+    def residual(self) -> float:
+        return self.end - self.baseline
+
+
+def _steady(samples: Sequence[Mapping[str, Any]], name: str) -> _Series | None:
+    rows = [
+        (float(s["closed"]), float(s[name]), float(s["t"]))
+        for s in samples
+        if s.get("phase") == "steady" and s.get(name) is not None and s.get("closed") is not None
+    ]
+    if not rows:
+        return None
+    data = np.array(rows)
+    x, y, t = thin(data[:, 0], data[:, 1], data[:, 2])
+    return _Series(x=x, y=y, t=t)
+
+
+def _drain(samples: Sequence[Mapping[str, Any]], name: str) -> _Drain | None:
+    """Idle baseline before the load against the level once every connection closed."""
+    before = [s[name] for s in samples if s.get("phase") == "baseline" and s.get(name) is not None]
+    after = [
+        s[name]
+        for s in samples
+        if s.get("phase") in ("drain", "cooldown") and s.get("open") == 0 and s.get(name) is not None
+    ]
+    if not before or not after:
+        return None
+    # The last few idle samples: by then the server has had every chance to release.
+    tail = after[-max(1, min(len(after), 4)):]
+    closed = max((s.get("closed") or 0) for s in samples)
+    return _Drain(baseline=float(np.median(before)), end=float(np.median(tail)), cycles=int(closed))
+
+
+def _budget(name: str, settings: AnalysisSettings) -> float:
+    if name == "heap":
+        return settings.budget_bytes_per_connection
+    if name in MEMORY_METRICS:
+        return max(settings.budget_bytes_per_connection, settings.rss_budget_bytes_per_connection)
+    return COUNT_BUDGET_PER_CONNECTION
 
 
 def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings) -> MetricResult | None:
-    unit = "bytes" if name in MEMORY_METRICS else "count"
-    if name == "heap":
-        budget = settings.budget_bytes_per_connection
-    elif unit == "bytes":
-        budget = max(settings.budget_bytes_per_connection, settings.rss_budget_bytes_per_connection)
-    else:
-        budget = COUNT_BUDGET_PER_CONNECTION
-    steady = [s for s in samples if s.get("phase") == "steady" and s.get(name) is not None]
-    if not steady:
+    series = _steady(samples, name)
+    if series is None:
         return None
-    closed = np.array([s["closed"] for s in steady], dtype=float)
-    start = closed[0] + WARMUP_FRACTION * (closed[-1] - closed[0])
-    keep = closed >= start
-    x = closed[keep]
-    y = np.array([s[name] for s in steady], dtype=float)[keep]
-    t = np.array([s["t"] for s in steady], dtype=float)[keep]
-    cycles = int(x[-1] - x[0]) if len(x) else 0
-    base = dict(name=name, unit=unit, budget_per_connection=budget, samples_used=int(len(x)))
-    if len(x) < MIN_SAMPLES or cycles < settings.min_cycles or np.ptp(x) == 0:
+    unit = "bytes" if name in MEMORY_METRICS else "count"
+    budget = _budget(name, settings)
+    drain = _drain(samples, name)
+    x, y, t = series.x, series.y, series.t
+    total_cycles = int(x[-1] - x[0]) if len(x) else 0
+    if len(x) < MIN_SAMPLES or total_cycles < settings.min_cycles:
+        needed = max(settings.min_cycles - total_cycles, 1)
         return MetricResult(
-            **base,
+            name=name,
+            unit=unit,
             verdict=Verdict.INCONCLUSIVE,
-            reason=f"{name}: only {cycles} connections closed in the analysed window; at least {settings.min_cycles} are needed",
+            reason=(
+                f"{name}: only {total_cycles} connections closed in {len(x)} samples of steady churn; "
+                f"at least {settings.min_cycles} connections and {MIN_SAMPLES} samples are needed"
+            ),
+            budget_per_connection=budget,
+            samples_used=int(len(x)),
+            cycles_needed=needed,
         )
-    slope, intercept, low, high = stats.theilslopes(y, x, alpha=1 - settings.alpha)
-    hours = (t[-1] - t[0]) / 3600.0
-    per_hour = float(slope * cycles / hours) if hours > 0 else None
+
+    cut = trim_warmup(x, y, min_points=MIN_SAMPLES, min_span=settings.min_cycles)
+    xw, yw, tw = x[cut:], y[cut:], t[cut:]
+    cycles = float(xw[-1] - xw[0])
+    hours = float(tw[-1] - tw[0]) / 3600.0
+    per_hour_rate = cycles / hours if hours > 0 else None  # cycles per hour
+
+    # The per-hour budget, when set, is a second ceiling: converted to bytes per connection
+    # at this run's churn rate, the tighter of the two applies.
+    hour_budget = None
+    if unit == "bytes" and settings.budget_bytes_per_hour is not None and per_hour_rate:
+        hour_budget = settings.budget_bytes_per_hour / per_hour_rate
+    limit = min(budget, hour_budget) if hour_budget is not None else budget
+
+    trend = mann_kendall(yw, alpha=settings.alpha)
+    fit = theil_sen(xw, yw, alpha=settings.alpha, variance_factor=trend.variance_factor)
+    late = xw >= xw[0] + cycles / 2
+    late_fit: Slope | None = None
+    late_trend: Trend | None = None
+    if late.sum() >= MIN_SAMPLES // 2 and np.ptp(xw[late]) > 0:
+        late_trend = mann_kendall(yw[late], alpha=settings.alpha)
+        late_fit = theil_sen(xw[late], yw[late], alpha=settings.alpha, variance_factor=late_trend.variance_factor)
+    # Slowing down: the late half's whole interval lies below the window's slope. A leak keeps
+    # its pace (this happens to it by chance about alpha/2 of the time, costing a LEAK an
+    # INCONCLUSIVE, never a PASS); a warm-up or a filling cache bends over.
+    decelerating = bool(late_fit is not None and fit.slope > 0 and late_fit.high < fit.slope)
+
     level = int(round(100 * (1 - settings.alpha)))
-    figures = f"{_fmt(slope, unit)} per connection ({level}% CI {_fmt(low, unit)} to {_fmt(high, unit)}); budget {_fmt(budget, unit)}"
-    if low > budget:
-        verdict, reason = Verdict.LEAK, f"{name} grew {figures}"
-    elif high <= budget:
-        verdict, reason = Verdict.PASS, f"{name} stayed flat: {figures}"
+    if hour_budget is not None and hour_budget < budget and settings.budget_bytes_per_hour is not None:
+        budget_text = (
+            f"per-hour budget {format_bytes(settings.budget_bytes_per_hour)} per hour, "
+            f"{_fmt(limit, unit)} per connection at this run's churn rate"
+        )
     else:
-        verdict, reason = Verdict.INCONCLUSIVE, f"{name} cannot be told from its budget yet: {figures}"
+        budget_text = f"budget {_fmt(limit, unit)}"
+    per_conn = "per connection"
+    figures = f"{_fmt(fit.slope, unit)} {per_conn} ({level}% CI {_fmt(fit.low, unit)} to {_fmt(fit.high, unit)})"
+    if unit == "bytes" and per_hour_rate and fit.slope > 0:
+        figures += f", {format_bytes(fit.slope * per_hour_rate)} per hour"
+    significant = trend.increasing and trend.p_value < settings.alpha
+    still_growing = late_fit is None or late_fit.slope > limit
+
+    verdict: Verdict
+    if significant and fit.low > limit and still_growing and not decelerating:
+        verdict = Verdict.LEAK
+        reason = f"{name} grew {figures} and did not slow down; {budget_text}"
+    elif fit.high <= limit:
+        verdict = Verdict.PASS
+        reason = f"{name} stayed within budget: {figures}; {budget_text}"
+    elif decelerating and late_fit is not None and late_fit.high <= limit:
+        verdict = Verdict.PASS
+        reason = (
+            f"{name} grew {figures} but levelled off: the late half grew {_fmt(late_fit.slope, unit)} {per_conn} "
+            f"(CI up to {_fmt(late_fit.high, unit)}); {budget_text}"
+        )
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        if decelerating and late_fit is not None:
+            why = f"it grew {figures} but is slowing down (late half {_fmt(late_fit.slope, unit)} {per_conn})"
+        elif significant and fit.low > limit:
+            why = f"it grew {figures} but the late half grew only {_fmt(late_fit.slope if late_fit else math.nan, unit)} {per_conn}"
+        else:
+            why = f"{figures}"
+        reason = f"{name} cannot be told from its budget yet: {why}; {budget_text}"
+
+    # Drain: per-connection state must be released once every connection has closed.
+    drain_details: dict[str, Any] | None = None
+    if drain is not None:
+        drain_details = {"baseline": drain.baseline, "end": drain.end, "residual": drain.residual}
+        if unit == "count":
+            kept = drain.residual > COUNT_DRAIN_TOLERANCE
+            drain_details["returned"] = not kept
+            if kept and significant and verdict is not Verdict.LEAK:
+                verdict = Verdict.LEAK
+                reason = (
+                    f"{name} rose during churn and {drain.residual:.0f} were still held after every connection closed "
+                    f"(baseline {drain.baseline:.0f}, after drain {drain.end:.0f})"
+                )
+            elif verdict is Verdict.PASS and kept:
+                reason += f"; {drain.residual:.0f} more than at baseline after the drain, but it did not grow with churn"
+        elif name == "heap" and drain.cycles > 0:
+            per_connection = drain.residual / drain.cycles
+            drain_details["residual_per_connection"] = per_connection
+            drain_details["returned"] = per_connection <= limit
+            if verdict is Verdict.LEAK and per_connection <= limit:
+                verdict = Verdict.INCONCLUSIVE
+                reason = (
+                    f"heap grew {figures} during churn but returned to within {_fmt(per_connection, unit)} {per_conn} "
+                    f"of its baseline after the drain: growth tied to open connections, not kept per connection"
+                )
+
+    needed = None
+    if verdict is Verdict.INCONCLUSIVE:
+        needed = cycles_to_decide(fit, limit, cycles)
+        if needed is not None:
+            reason += f"; about {needed:,} more connection cycles would decide it"
+            if per_hour_rate:
+                reason += f" (~{_duration_text(needed / per_hour_rate * 3600)} at this run's rate)"
+        else:
+            reason += "; its estimate sits on the budget, so a longer run alone may not decide it"
+
     return MetricResult(
-        **base,
+        name=name,
+        unit=unit,
         verdict=verdict,
         reason=reason,
-        slope_per_connection=float(slope),
-        slope_per_hour=per_hour,
-        ci_low=float(low),
-        ci_high=float(high),
-        intercept=float(intercept),
-        window=(int(x[0]), int(x[-1])),
+        slope_per_connection=fit.slope,
+        slope_per_hour=fit.slope * per_hour_rate if per_hour_rate else None,
+        ci_low=fit.low,
+        ci_high=fit.high,
+        budget_per_connection=limit,
+        intercept=fit.intercept,
+        window=(int(xw[0]), int(xw[-1])),
+        samples_used=int(len(xw)),
+        cycles_needed=needed,
+        details={
+            "warmup_cycles": int(xw[0] - x[0]),
+            "trend_p_value": trend.p_value,
+            "autocorrelation_factor": trend.variance_factor,
+            "late_slope_per_connection": late_fit.slope if late_fit else None,
+            "late_ci_low": late_fit.low if late_fit else None,
+            "late_ci_high": late_fit.high if late_fit else None,
+            "decelerating": decelerating,
+            "drain": drain_details,
+            "budget_per_hour": settings.budget_bytes_per_hour if unit == "bytes" else None,
+        },
     )
 
 
+def _duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def combine(results: Mapping[str, MetricResult]) -> tuple[Verdict, list[str], list[str]]:
+    """The overall verdict from the per-metric tiers: (verdict, reasons, notes).
+
+    - Any LEAK is a LEAK: the heap, process memory and the fd/thread counts each catch
+      leaks the others cannot (native memory, descriptors, threads).
+    - The heap (memray) is exact; when it PASSes, an RSS/USS INCONCLUSIVE is allocator
+      noise and does not hold the run back.
+    - Otherwise any INCONCLUSIVE makes the run INCONCLUSIVE; else PASS.
+    """
+    notes: list[str] = []
+    leaks = [r for r in results.values() if r.verdict is Verdict.LEAK]
+    if leaks:
+        return Verdict.LEAK, [r.reason for r in leaks], notes
+    heap = results.get("heap")
+    unsure = [r for r in results.values() if r.verdict is Verdict.INCONCLUSIVE]
+    if heap is not None and heap.verdict is Verdict.PASS:
+        process = [r for r in unsure if r.name in ("rss", "uss")]
+        if process:
+            notes.append(
+                "the heap stayed within budget, so process-level memory that could not be decided ("
+                + ", ".join(r.name for r in process)
+                + ") is taken as allocator noise"
+            )
+        unsure = [r for r in unsure if r.name not in ("rss", "uss")]
+    if unsure:
+        return Verdict.INCONCLUSIVE, [r.reason for r in unsure], notes
+    return Verdict.PASS, ["no metric grew with connections: " + "; ".join(r.reason for r in results.values())], notes
+
+
 def analyse(samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings) -> Analysis:
-    """The verdict on a run's samples."""
-    results = {}
+    """The verdict on a run's samples (pure: no I/O, no clock)."""
+    results: dict[str, MetricResult] = {}
     for name in METRICS:
         result = _metric(name, samples, settings)
         if result is not None:
@@ -95,10 +326,12 @@ def analyse(samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings) ->
             reasons=["no samples were taken during steady churn, so there is nothing to analyse"],
             metrics={},
         )
-    leaks = [r for r in results.values() if r.verdict is Verdict.LEAK]
-    unsure = [r for r in results.values() if r.verdict is Verdict.INCONCLUSIVE]
-    if leaks:
-        return Analysis(verdict=Verdict.LEAK, reasons=[r.reason for r in leaks], metrics=results)
-    if unsure:
-        return Analysis(verdict=Verdict.INCONCLUSIVE, reasons=[r.reason for r in unsure], metrics=results)
-    return Analysis(verdict=Verdict.PASS, reasons=["no metric grew with connections: " + "; ".join(r.reason for r in results.values())], metrics=results)
+    verdict, reasons, notes = combine(results)
+    needed = [r.cycles_needed for r in results.values() if r.verdict is Verdict.INCONCLUSIVE and r.cycles_needed]
+    return Analysis(
+        verdict=verdict,
+        reasons=reasons,
+        metrics=results,
+        notes=notes,
+        cycles_needed=max(needed) if verdict is Verdict.INCONCLUSIVE and needed else None,
+    )
