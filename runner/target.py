@@ -55,6 +55,33 @@ def tail(path: Path, lines: int = 20) -> list[str]:
     return data.splitlines()[-lines:]
 
 
+def _load_prctl():  # type: ignore[no-untyped-def]
+    """libc's ``prctl``, looked up once in the parent (never import or load libraries after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the forked child, before exec: ask Linux to SIGKILL the target when the runner dies.
+
+    A runner killed with SIGKILL (the OOM killer, a CI timeout) cannot stop its target;
+    without this the target would run on, orphaned, holding its port and its memory.
+    (Linux ties this to the thread that started the target: the runner's main thread.)
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
 @dataclass
 class TargetOutcome:
     """How the target ended: the ``target`` part of summary.json."""
@@ -92,6 +119,7 @@ class StartedTarget:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # Ctrl-C at the terminal reaches the runner only
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,
             )
         except FileNotFoundError:
             self._log.close()
@@ -110,11 +138,15 @@ class StartedTarget:
     def poll(self) -> int | None:
         return self.process.poll()
 
-    def wait_ready(self, probe, timeout: float) -> None:
-        """Wait until ``probe()`` succeeds; fail at once if the target exits, else after ``timeout``."""
+    def wait_ready(self, probe, timeout: float, *, cancelled=None) -> None:  # type: ignore[no-untyped-def]
+        """Wait until ``probe()`` succeeds; fail at once if the target exits, else after ``timeout``.
+
+        ``cancelled()`` returning true (Ctrl-C while a slow target starts) ends the wait early;
+        the caller decides what that means.
+        """
         deadline = time.monotonic() + timeout
         last_error = "no answer"
-        while True:
+        while not (cancelled is not None and cancelled()):
             code = self.poll()
             if code is not None:
                 raise TargetError(
