@@ -30,6 +30,7 @@ from .finish import finish_run
 from .load.client import WebSocketClient
 from .load.counters import latency_summary
 from .load.driver import LoadDriver
+from .load.scenario import ScenarioPlan, build_plan
 from .profile import Profile
 from .progress import Progress
 from .results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
@@ -104,8 +105,10 @@ class _State:
 class _Run:
     """One soak run; :func:`run_soak` is its public face."""
 
-    def __init__(self, profile: Profile, folder: RunFolder, progress: Progress) -> None:
+    def __init__(self, profile: Profile, folder: RunFolder, progress: Progress, scenario: ScenarioPlan | None = None) -> None:
         self.profile = profile
+        #: Scenario, identity and TLS of the load and the readiness probe (None: plain echo over ws://).
+        self.scenario = scenario
         self.folder = folder
         self.progress = progress
         self.state = _State()
@@ -114,7 +117,7 @@ class _Run:
         self.driver: LoadDriver | None = None
         self.sampler: TreeSampler | None = None
         self.writer: SampleWriter | None = None
-        self.notes: list[str] = []
+        self.notes: list[str] = list(scenario.notes) if scenario is not None else []
         self.last_sample: dict[str, Any] = {}
 
     # --- clock and phases ------------------------------------------------------------
@@ -250,7 +253,8 @@ class _Run:
         meta["target"] = {"command": argv, "url": url, "pid": started.pid}
         write_json(self.folder.meta, meta)
         self.progress.note(f"target started (pid {started.pid}): {' '.join(argv)}")
-        started.wait_ready(lambda: _probe(url), self.profile.target.ready_timeout)
+        probe = (lambda: self.scenario.probe(url)) if self.scenario is not None else (lambda: _probe(url))
+        started.wait_ready(probe, self.profile.target.ready_timeout)
         return url
 
     def execute(self) -> dict[str, Any]:
@@ -265,7 +269,7 @@ class _Run:
             assert self.target is not None
             self.sampler = TreeSampler(self.target.pid, uss=self.profile.sampling.uss, interval=self.profile.sampling.interval)
             self.writer = SampleWriter(self.folder.samples)
-            self.driver = LoadDriver(url, self.profile.load, stop_timeout=self.profile.phases.drain)
+            self.driver = LoadDriver(url, self.profile.load, stop_timeout=self.profile.phases.drain, scenario=self.scenario)
             workers.append(gevent.spawn(self._sample_loop))
             workers.append(gevent.spawn(self._progress_loop))
             self.enter("baseline")
@@ -376,6 +380,7 @@ def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = Fal
     """Run one soak end to end and finish its folder (summary.json, report.html)."""
     progress = progress or Progress()
     _preflight(profile)
+    scenario = build_plan(profile)  # loads a scenario file: its errors are exit 2, before anything starts
     folder = RunFolder(Path(out) if out else default_run_dir(profile))
     folder.create(overwrite=overwrite)
     fd_limit = _raise_fd_limit()
@@ -390,7 +395,7 @@ def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = Fal
             "target": {},
         },
     )
-    run = _Run(profile, folder, progress)
+    run = _Run(profile, folder, progress, scenario)
     try:
         run_data = run.execute()
     except SoakError:

@@ -27,6 +27,7 @@ __all__ = [
     "PhaseSettings",
     "SamplingSettings",
     "AnalysisSettings",
+    "ScenarioSettings",
     "load_profile",
     "parse_profile",
     "parse_duration",
@@ -93,6 +94,10 @@ class TargetSettings:
     stop_timeout: float = 10.0
     #: Sample an already running process instead of starting one.
     pid: int | None = None
+    #: wss:// only: PEM file of the CA(s) that signed the server's certificate (verification stays on).
+    ca_bundle: str | None = None
+    #: wss:// only: do not verify the server's certificate at all (self-signed test servers); noted in the summary.
+    insecure_tls: bool = False
 
     @property
     def is_python(self) -> bool:
@@ -118,6 +123,14 @@ class LoadSettings:
     think: float = 0.0
     #: Timeout of one connect, one echo round trip, or one close handshake.
     timeout: float = 10.0
+    #: Per-user identity (see runner.load.scenario): handshake headers, query parameters,
+    #: subprotocols and Origin, templated with {user_id}, {n}, {random} and credentials columns.
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    subprotocols: tuple[str, ...] = ()
+    origin: str | None = None
+    #: CSV file of per-user credentials (header row = field names); user k gets row k mod rows.
+    credentials: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +169,21 @@ class AnalysisSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScenarioSettings:
+    """What each connection does instead of the echo loop (see runner.load.scenario)."""
+
+    #: Declarative steps, validated and normalised by runner.load.steps.validate_steps.
+    steps: tuple[dict[str, Any], ...] = ()
+    #: A Python file whose ``function`` receives (connection, context) once per connection.
+    file: str | None = None
+    function: str = "scenario"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.steps) or self.file is not None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Profile:
     """A resolved, validated load profile."""
 
@@ -166,6 +194,7 @@ class Profile:
     phases: PhaseSettings = field(default_factory=PhaseSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    scenario: ScenarioSettings = field(default_factory=ScenarioSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for saving into a run folder (``meta.json``)."""
@@ -183,6 +212,7 @@ class Profile:
             "phases": PhaseSettings,
             "sampling": SamplingSettings,
             "analysis": AnalysisSettings,
+            "scenario": ScenarioSettings,
         }
         kwargs: dict[str, Any] = {"name": data.get("name", "run"), "source": data.get("source")}
         for section, klass in sections.items():
@@ -191,6 +221,9 @@ class Profile:
             values = {k: v for k, v in values.items() if k in known}
             if section == "target" and values.get("command") is not None:
                 values["command"] = tuple(values["command"])
+            for key in ("subprotocols", "steps"):
+                if isinstance(values.get(key), list):
+                    values[key] = tuple(values[key])
             kwargs[section] = klass(**values)
         return cls(**kwargs)
 
@@ -321,6 +354,50 @@ def _string(value: Any, key: str) -> str:
     return value
 
 
+def _string_table(value: Any, key: str) -> dict[str, str]:
+    """A table of names to text values (headers, query parameters)."""
+    if not isinstance(value, dict):
+        raise ProfileError(f"{key}: expected a table such as {{ Authorization = \"Bearer {{token}}\" }}, got {type(value).__name__}")
+    table: dict[str, str] = {}
+    for name, item in value.items():
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise ProfileError(f"{key}.{name}: expected a text value, got {type(item).__name__}")
+        table[str(name)] = str(item)
+    return table
+
+
+def _string_list(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ProfileError(f"{key}: expected a list of non-empty strings such as [\"chat.v1\"], got {value!r}")
+    return tuple(value)
+
+
+def _source_addresses(value: Any, key: str) -> str | tuple[str, ...]:
+    """``"auto"``, ``"off"``, or a list of IP addresses to connect from."""
+    import ipaddress
+
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ProfileError(f"{key}: expected \"auto\", \"off\" or a list of addresses such as [\"10.0.0.5\", \"10.0.0.6\"], got {value!r}")
+    for item in value:
+        try:
+            ipaddress.ip_address(str(item))
+        except ValueError:
+            raise ProfileError(f"{key}: {item!r} is not an IP address", hint='write addresses such as "127.0.0.2", or "auto"') from None
+    return tuple(str(item) for item in value)
+
+
+def _scenario_steps(value: Any, key: str) -> tuple[dict[str, Any], ...]:
+    from .load.steps import validate_steps  # pure: no Locust, no gevent, no ssl (imported before the gevent patching)
+
+    return validate_steps(value, key)
+
+
 _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     "target": {
         "command": _command,
@@ -329,6 +406,8 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "ready_timeout": _positive_duration,
         "stop_timeout": _duration,
         "pid": _optional(_number(int, minimum=1)),
+        "ca_bundle": _optional(_string),
+        "insecure_tls": _boolean,
     },
     "load": {
         "users": _number(int, minimum=1),
@@ -340,6 +419,11 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "hold": _duration,
         "think": _duration,
         "timeout": _positive_duration,
+        "headers": _string_table,
+        "query": _string_table,
+        "subprotocols": _string_list,
+        "origin": _optional(_string),
+        "credentials": _optional(_string),
     },
     "phases": {"baseline": _duration, "drain": _duration, "cooldown": _duration},
     "sampling": {"interval": _positive_duration, "uss": _boolean},
@@ -350,6 +434,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "alpha": _significance,
         "min_cycles": _number(int, minimum=1),
     },
+    "scenario": {"steps": _scenario_steps, "file": _optional(_string), "function": _string},
 }
 _TOP_LEVEL = {"name": _string}
 
@@ -359,6 +444,7 @@ _SECTION_CLASSES = {
     "phases": PhaseSettings,
     "sampling": SamplingSettings,
     "analysis": AnalysisSettings,
+    "scenario": ScenarioSettings,
 }
 
 
@@ -411,7 +497,43 @@ def parse_profile(
     target: TargetSettings = sections["target"]
     target = _complete_target(target)
     sections["target"] = target
+    _resolve_files(sections, source)
     return Profile(name=name, source=source, **sections)
+
+
+def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
+    """Make the file keys absolute (relative to the profile's folder) and check they exist; TLS cross-checks."""
+    from dataclasses import replace
+
+    base = Path(source).resolve().parent if source else Path.cwd()
+
+    def resolve(value: str | None, key: str, hint: str) -> str | None:
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ProfileError(f"{key}: file {value!r} does not exist (looked in {path.parent})", hint=hint)
+        return str(path)
+
+    target: TargetSettings = sections["target"]
+    ca_bundle = resolve(target.ca_bundle, "target.ca_bundle", "give the PEM file of the CA that signed the server's certificate")
+    if target.insecure_tls and ca_bundle:
+        raise ProfileError("target.ca_bundle and target.insecure_tls exclude each other", hint="verify with the CA bundle, or turn verification off, not both")
+    if (ca_bundle or target.insecure_tls) and target.url is not None and not target.url.startswith("wss://"):
+        which = "target.ca_bundle" if ca_bundle else "target.insecure_tls"
+        raise ProfileError(f"{which} is set but target.url {target.url!r} is not a wss:// URL", hint="use a wss:// URL or drop the TLS option")
+    sections["target"] = replace(target, ca_bundle=ca_bundle)
+    load: LoadSettings = sections["load"]
+    sections["load"] = replace(
+        load, credentials=resolve(load.credentials, "load.credentials", "a CSV file whose first row names the fields, e.g. username,token")
+    )
+    scenario: ScenarioSettings = sections["scenario"]
+    if scenario.steps and scenario.file:
+        raise ProfileError("scenario.steps and scenario.file exclude each other", hint="describe the steps in the profile or in a Python file, not both")
+    sections["scenario"] = replace(
+        scenario, file=resolve(scenario.file, "scenario.file", "a Python file with a function scenario(conn, ctx)")
+    )
 
 
 def _complete_target(target: TargetSettings) -> TargetSettings:

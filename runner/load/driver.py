@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
+from typing import Any
 import gevent
 from locust.env import Environment
 from locust.stats import StatsEntry
@@ -18,11 +19,12 @@ __all__ = ["LoadDriver", "stats_to_dict"]
 class LoadDriver:
     """Locust users churning WebSocket connections against one URL, in this process."""
 
-    def __init__(self, url: str, settings: LoadSettings, *, stop_timeout: float) -> None:
+    def __init__(self, url: str, settings: LoadSettings, *, stop_timeout: float, scenario: Any = None) -> None:
         self.url = url
         self.settings = settings
         self.counters = LoadCounters()
-        user_class = make_user_class(url, settings, self.counters)
+        # scenario: runner.load.scenario.ScenarioPlan (steps, identity, TLS) or None for the echo loop
+        user_class = make_user_class(url, settings, self.counters, scenario=scenario)
         self.environment = Environment(user_classes=[user_class], stop_timeout=stop_timeout, catch_exceptions=True)
         self.runner = self.environment.create_local_runner()
         self._started = False

@@ -38,6 +38,8 @@ class ChurnUser(User):
     counters: LoadCounters = LoadCounters()
     payload: str = ""
     source_addresses: tuple[str, ...] = ()
+    #: Scenario, identity and TLS (runner.load.scenario); None: the plain echo loop.
+    scenario: Any = None
     _next_source = 0
 
     def _request(self, name: str, action: Callable[[], Any], length: int = 0) -> bool:
@@ -70,6 +72,9 @@ class ChurnUser(User):
 
     @task
     def cycle(self) -> None:
+        if self.scenario is not None:
+            self.scenario.run_cycle(self, url=self.url, source_address=self._source_address())
+            return
         settings = self.settings
         client = WebSocketClient(self.url, timeout=settings.timeout, source_address=self._source_address())
         if not self._request("connect", client.connect):
@@ -100,6 +105,7 @@ def make_user_class(
     counters: LoadCounters,
     *,
     source_addresses: tuple[str, ...] = (),
+    scenario: Any = None,
 ) -> type[ChurnUser]:
     """A concrete user class configured for one run."""
     payload = ("soak-runner " * (settings.message_bytes // 12 + 1))[: settings.message_bytes]
@@ -113,6 +119,7 @@ def make_user_class(
             "counters": counters,
             "payload": payload,
             "source_addresses": source_addresses,
+            "scenario": scenario,
             "wait_time": constant(settings.think),
             "host": url,
         },
