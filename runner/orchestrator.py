@@ -27,7 +27,9 @@ import gevent.event
 
 from .errors import LoadError, SoakError, TargetError, UsageError
 from .finish import finish_run
+from .load.capacity import LoadPlan, plan_load, read_port_range
 from .load.client import WebSocketClient
+from .load.cpu import SaturationTracker
 from .load.counters import latency_summary
 from .load.driver import LoadDriver
 from .load.scenario import ScenarioPlan, build_plan
@@ -119,6 +121,10 @@ class _Run:
         self.writer: SampleWriter | None = None
         self.notes: list[str] = list(scenario.notes) if scenario is not None else []
         self.last_sample: dict[str, Any] = {}
+        #: Processes and source addresses of the load (set by run_soak from the capacity pre-check).
+        self.load_plan: LoadPlan | None = None
+        #: Load-generator CPU per process, in windows; a saturated generator is noted.
+        self.saturation = SaturationTracker()
 
     # --- clock and phases ------------------------------------------------------------
 
@@ -183,6 +189,10 @@ class _Run:
                 latencies = latency_summary(counters.take_latencies())
                 if latencies:
                     sample["lat"] = latencies
+            if self.driver is not None:
+                for process, (clock, cpu_seconds) in self.driver.generator_cpu().items():
+                    self.saturation.feed(process, clock, cpu_seconds, self.state.phase)
+                sample["load_cpu"] = self.saturation.current  # busiest load process, % of one core
             self.writer.write(sample)
             self.last_sample = sample
             if self.target is not None:
@@ -269,7 +279,20 @@ class _Run:
             assert self.target is not None
             self.sampler = TreeSampler(self.target.pid, uss=self.profile.sampling.uss, interval=self.profile.sampling.interval)
             self.writer = SampleWriter(self.folder.samples)
-            self.driver = LoadDriver(url, self.profile.load, stop_timeout=self.profile.phases.drain, scenario=self.scenario)
+            self.driver = LoadDriver(
+                url,
+                self.profile.load,
+                stop_timeout=self.profile.phases.drain,
+                scenario=self.scenario,
+                plan=self.load_plan,
+                log_dir=self.folder.path,
+                profile_data=self.profile.to_dict(),
+            )
+            if not self.wait(self.profile.load.worker_timeout, until=self.driver.ready):
+                raise LoadError(
+                    f"load workers missing after {self.profile.load.worker_timeout:g}s: {self.driver.waiting_for()}",
+                    hint="start the remote ones with `soak worker --master HOST:PORT`, or raise load.worker_timeout",
+                )
             workers.append(gevent.spawn(self._sample_loop))
             workers.append(gevent.spawn(self._progress_loop))
             self.enter("baseline")
@@ -308,6 +331,9 @@ class _Run:
             for handler in handlers:
                 handler.cancel()
             self.progress.close()
+        saturated = self.saturation.note()
+        if saturated:
+            self.notes.append(saturated)
         outcome = self.target.outcome().to_dict() if self.target is not None else {"pid": None, "exit_code": None, "crashed": False}
         if error and error["kind"] == "target_error":
             outcome["log_tail"] = error.get("log_tail", [])
@@ -320,6 +346,12 @@ class _Run:
             "target": outcome,
             "notes": self.notes,
             "samples": self.writer.count if self.writer else 0,
+            "load_generator": {
+                **self.saturation.to_dict(),
+                "workers": self.load_plan.workers if self.load_plan else 0,
+                "remote_workers": self.load_plan.remote_workers if self.load_plan else 0,
+                "source_addresses": list(self.load_plan.source_addresses) if self.load_plan else [],
+            },
         }
 
     def _drain(self, *, allow_interrupt: bool = True, quick: bool = False) -> None:
@@ -376,11 +408,29 @@ def _preflight(profile: Profile) -> None:
                 )
 
 
+def _plan_load(profile: Profile) -> LoadPlan:
+    """The capacity pre-check against this machine's fd limit and port range (see runner.load.capacity)."""
+    from urllib.parse import urlsplit
+
+    load = profile.load
+    url = (profile.target.url or "ws://127.0.0.1/").replace("{port}", "1")
+    return plan_load(
+        users=load.users,
+        workers=load.workers,
+        remote_workers=load.remote_workers,
+        target_host=urlsplit(url).hostname or "127.0.0.1",
+        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[1],  # the soft limit is raised to this
+        port_range=read_port_range(),
+        source_addresses=load.source_addresses,
+    )
+
+
 def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = False, progress: Progress | None = None) -> RunResult:
     """Run one soak end to end and finish its folder (summary.json, report.html)."""
     progress = progress or Progress()
     _preflight(profile)
     scenario = build_plan(profile)  # loads a scenario file: its errors are exit 2, before anything starts
+    load_plan = _plan_load(profile)  # fds and ports: "50000 users need at least 3 workers ..." is exit 2
     folder = RunFolder(Path(out) if out else default_run_dir(profile))
     folder.create(overwrite=overwrite)
     fd_limit = _raise_fd_limit()
@@ -396,6 +446,8 @@ def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = Fal
         },
     )
     run = _Run(profile, folder, progress, scenario)
+    run.load_plan = load_plan
+    run.notes.extend(load_plan.notes)
     try:
         run_data = run.execute()
     except SoakError:

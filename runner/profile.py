@@ -131,6 +131,17 @@ class LoadSettings:
     origin: str | None = None
     #: CSV file of per-user credentials (header row = field names); user k gets row k mod rows.
     credentials: str | None = None
+    #: Locust workers expected to join from other machines with ``soak worker --master HOST:PORT``.
+    remote_workers: int = 0
+    #: Client source addresses: "auto" (spread over 127.0.0.x when one address would run out
+    #: of ports, loopback targets only), "off", or a list of addresses of this machine.
+    source_addresses: str | tuple[str, ...] = "auto"
+    #: Where the Locust master listens for workers (loopback unless remote workers must reach it).
+    master_bind: str = "127.0.0.1"
+    #: Port of the Locust master; 0 picks a free one.
+    master_port: int = 0
+    #: Longest wait for every expected worker to connect before the run fails.
+    worker_timeout: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -424,6 +435,11 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "subprotocols": _string_list,
         "origin": _optional(_string),
         "credentials": _optional(_string),
+        "remote_workers": _number(int, minimum=0),
+        "source_addresses": _source_addresses,
+        "master_bind": _string,
+        "master_port": _number(int, minimum=0),
+        "worker_timeout": _positive_duration,
     },
     "phases": {"baseline": _duration, "drain": _duration, "cooldown": _duration},
     "sampling": {"interval": _positive_duration, "uss": _boolean},

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import EXIT_RUN_ERROR, EXIT_USAGE, SoakError
-from . import analyze, report, run
+from . import analyze, report, run, worker
 
 __all__ = ["main", "COMMANDS"]
 
@@ -16,6 +16,7 @@ COMMANDS = [
     ("run", run.RunCommand),
     ("analyze", analyze.AnalyzeCommand),
     ("report", report.ReportCommand),
+    ("worker", worker.WorkerCommand),
 ]
 
 EPILOG = """\

@@ -1,38 +1,158 @@
-"""Runs Locust headless in library mode and exposes what the orchestrator needs of it."""
+"""Runs Locust headless in library mode and exposes what the orchestrator needs of it.
+
+Two shapes behind one interface:
+
+* in-process (``plan.distributed`` false): a Locust ``LocalRunner`` in the runner's own
+  process; the users' :class:`LoadCounters` are read directly;
+* distributed: a Locust master (bound to 127.0.0.1 unless configured) plus ``plan.workers``
+  local worker processes (``python -m runner worker --master ...``) and any remote workers
+  expected; each worker's counters reach the master in its ``report_to_master`` payload and
+  are summed by :class:`WorkerCounters`.
+"""
 
 from __future__ import annotations
 
 import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
-from typing import Any
 import gevent
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, IO
+from urllib.parse import urlsplit
+
 from locust.env import Environment
 from locust.stats import StatsEntry
 
 from ..errors import LoadError
 from ..profile import LoadSettings
+from .capacity import LoadPlan
 from .counters import LoadCounters
+from .cpu import cpu_reading
+from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_KEY, WorkerCounters
 from .user import make_user_class
 
-__all__ = ["LoadDriver", "stats_to_dict"]
+__all__ = ["LoadDriver", "stats_to_dict", "free_port", "target_host"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host if host not in ("*", "0.0.0.0", "") else "127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class LoadDriver:
-    """Locust users churning WebSocket connections against one URL, in this process."""
+    """Locust users churning WebSocket connections against one URL, in this process or in workers."""
 
-    def __init__(self, url: str, settings: LoadSettings, *, stop_timeout: float, scenario: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: LoadSettings,
+        *,
+        stop_timeout: float,
+        plan: LoadPlan | None = None,
+        log_dir: Path | None = None,
+        scenario: Any = None,
+        profile_data: dict[str, Any] | None = None,
+    ) -> None:
+        """``scenario`` drives in-process users; workers rebuild it from ``profile_data`` (Profile.to_dict())."""
         self.url = url
         self.settings = settings
-        self.counters = LoadCounters()
-        # scenario: runner.load.scenario.ScenarioPlan (steps, identity, TLS) or None for the echo loop
-        user_class = make_user_class(url, settings, self.counters, scenario=scenario)
-        self.environment = Environment(user_classes=[user_class], stop_timeout=stop_timeout, catch_exceptions=True)
-        self.runner = self.environment.create_local_runner()
-        self._started = False
+        self.plan = plan or LoadPlan(users=settings.users, workers=settings.workers, remote_workers=settings.remote_workers)
+        self.stop_timeout = stop_timeout
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+        self._ready: set[str] = set()
+        self._worker_errors: list[str] = []
+        self.profile_data = profile_data
+        self._start_greenlet: gevent.Greenlet | None = None
+        self.counters: LoadCounters | WorkerCounters
+        if not self.plan.distributed:
+            self.counters = LoadCounters()
+            # scenario: runner.load.scenario.ScenarioPlan (steps, identity, TLS) or None for the echo loop
+            user_class = make_user_class(url, settings, self.counters, source_addresses=self.plan.source_addresses, scenario=scenario)
+            self.environment = Environment(user_classes=[user_class], stop_timeout=stop_timeout, catch_exceptions=True)
+            self.runner = self.environment.create_local_runner()
+            return
+        self.counters = WorkerCounters()
+        placeholder = make_user_class(url, settings, LoadCounters())  # the master only needs the class name
+        self.environment = Environment(user_classes=[placeholder], stop_timeout=stop_timeout, catch_exceptions=True)
+        self.master_host = settings.master_bind
+        self.master_port = settings.master_port or free_port(self.master_host)
+        try:
+            self.runner = self.environment.create_master_runner(master_bind_host=self.master_host, master_bind_port=self.master_port)
+        except Exception as exc:  # zmq raises its own error types for a taken port or a bad address
+            raise LoadError(f"the Locust master cannot listen on {self.master_host}:{self.master_port}: {exc}", hint="set load.master_bind/master_port") from None
+        self.runner.register_message(MSG_HELLO, self._on_hello)
+        self.runner.register_message(MSG_READY, self._on_ready)
+        self.environment.events.worker_report.add_listener(self._on_worker_report)
+        self._spawn_local_workers(log_dir)
+
+    # --- distributed plumbing ----------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "load": dataclasses.asdict(self.settings),
+            "source_addresses": list(self.plan.source_addresses),
+            "stop_timeout": self.stop_timeout,
+            "profile": self.profile_data,
+        }
+
+    def _on_hello(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.runner.send_message(MSG_CONFIG, self._config(), client_id=msg.node_id)
+
+    def _on_ready(self, environment: Environment, msg: Any, **_: Any) -> None:
+        error = (msg.data or {}).get("error")
+        if error:
+            self._worker_errors.append(str(error))
+        else:
+            self._ready.add(msg.node_id)
+
+    def _on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
+        report = data.get(REPORT_KEY)
+        if report is not None and isinstance(self.counters, WorkerCounters):
+            self.counters.update(client_id, report)
+
+    def _spawn_local_workers(self, log_dir: Path | None) -> None:
+        connect = "127.0.0.1" if self.master_host in ("*", "0.0.0.0", "") else self.master_host
+        command = [sys.executable, "-m", "runner", "worker", "--master", f"{connect}:{self.master_port}"]
+        for index in range(self.plan.workers):
+            if log_dir is not None:
+                log: IO[bytes] | int = open(Path(log_dir) / f"worker-{index + 1}.log", "wb")
+                self._logs.append(log)  # type: ignore[arg-type]
+            else:
+                log = subprocess.DEVNULL
+            self._processes.append(
+                subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            )
+
+    @property
+    def expected_workers(self) -> int:
+        return self.plan.workers + self.plan.remote_workers if self.plan.distributed else 0
+
+    def ready(self) -> bool:
+        """True when every expected worker has taken the run's configuration (always, in-process)."""
+        return not self.plan.distributed or len(self._ready) >= self.expected_workers
+
+    def waiting_for(self) -> str:
+        """Which workers are missing, for the error when they never come."""
+        return f"{len(self._ready)} of {self.expected_workers} workers joined the master at {self.master_host}:{self.master_port}"
+
+    # --- the orchestrator's interface -------------------------------------------------
 
     def start(self) -> None:
         """Start spawning users at the profile's spawn rate (returns at once)."""
-        self.runner.start(self.settings.users, spawn_rate=self.settings.spawn_rate)
-        self._started = True
+        if self.plan.distributed:
+            # MasterRunner.start blocks until every spawn message is dispatched.
+            self._start_greenlet = gevent.spawn(self.runner.start, self.settings.users, spawn_rate=self.settings.spawn_rate)
+        else:
+            self.runner.start(self.settings.users, spawn_rate=self.settings.spawn_rate)
 
     @property
     def users_running(self) -> int:
@@ -44,23 +164,55 @@ class LoadDriver:
 
     def stop_users(self) -> gevent.Greenlet:
         """Ask every user to finish its current cycle and stop; returns the stopping greenlet."""
+        if self._start_greenlet is not None:
+            self._start_greenlet.kill(block=False)
         return gevent.spawn(self.runner.stop)
 
+    def generator_cpu(self) -> dict[str, tuple[float, float]]:
+        """(clock, cumulative CPU seconds) of each process that runs users (see SaturationTracker)."""
+        if isinstance(self.counters, WorkerCounters):
+            return self.counters.cpu_readings()
+        return {"local": cpu_reading()}
+
     def check(self) -> None:
-        """Raise :class:`LoadError` when the users crash on something other than the network."""
+        """Raise :class:`LoadError` when the users crash on something other than the network, or a worker dies."""
+        if self._worker_errors:
+            raise LoadError(f"a load worker could not take the run's configuration: {self._worker_errors[0]}")
         exceptions = self.runner.exceptions
         if exceptions:
             first = next(iter(exceptions.values()))
             raise LoadError(f"the load generator failed: {first['msg']}", hint="see locust_stats.json for the traceback")
+        for index, process in enumerate(self._processes):
+            code = process.poll()
+            if code is not None:
+                raise LoadError(f"load worker {index + 1} (pid {process.pid}) exited with code {code}", hint=f"see worker-{index + 1}.log in the run folder")
 
     def quit(self) -> None:
+        """Stop everything, workers included; never raises."""
         try:
             self.runner.quit()
         except Exception:  # noqa: BLE001 - quitting must not mask the run's outcome
             pass
+        for process in self._processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        for log in self._logs:
+            log.close()
 
     def stats(self) -> dict:
         return stats_to_dict(self.environment)
+
+
+def target_host(url: str) -> str:
+    """The host part of a ws:// URL (for the capacity plan)."""
+    return urlsplit(url).hostname or ""
 
 
 def _entry(entry: StatsEntry) -> dict:

@@ -1,0 +1,102 @@
+"""What a Locust master and its workers say to each other beyond Locust's own messages.
+
+The master sends each worker the run's configuration (URL, load settings, source
+addresses) when the worker says hello, so ``soak worker --master HOST:PORT`` needs no
+profile of its own. Workers add their connection counters, fresh latencies and their own
+CPU use to every ``report_to_master`` payload; the master keeps the latest per worker in
+:class:`WorkerCounters`, which the sampler reads like the in-process :class:`LoadCounters`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MSG_HELLO",
+    "MSG_CONFIG",
+    "MSG_READY",
+    "REPORT_KEY",
+    "REPORT_INTERVAL",
+    "WorkerCounters",
+    "WorkerState",
+]
+
+#: worker -> master: "I am here, send me the run" (data: pid, host).
+MSG_HELLO = "soak_hello"
+#: master -> worker: the run's configuration (data: url, load, source_addresses, stop_timeout).
+MSG_CONFIG = "soak_config"
+#: worker -> master: configuration applied, ready to spawn users (data: pid, fd_limit).
+MSG_READY = "soak_ready"
+#: Key of soak's part of a worker's ``report_to_master`` payload.
+REPORT_KEY = "soak"
+#: Seconds between worker reports (Locust's default is 3 s: too coarse next to 0.5 s samples).
+REPORT_INTERVAL = 1.0
+
+
+@dataclass
+class WorkerState:
+    """The latest report of one worker."""
+
+    opened: int = 0
+    closed: int = 0
+    errors: int = 0
+    #: The worker's own monotonic clock and cumulative CPU seconds at its last report.
+    cpu_clock: float | None = None
+    cpu_seconds: float | None = None
+    pid: int | None = None
+
+
+@dataclass
+class WorkerCounters:
+    """The sum of every worker's counters; the same reading interface as LoadCounters."""
+
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+    _latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def opened(self) -> int:
+        return sum(w.opened for w in self.workers.values())
+
+    @property
+    def closed(self) -> int:
+        return sum(w.closed for w in self.workers.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(w.errors for w in self.workers.values())
+
+    @property
+    def open(self) -> int:
+        return self.opened - self.closed
+
+    def update(self, client_id: str, report: dict[str, Any]) -> None:
+        """Fold one worker report (the ``REPORT_KEY`` part) in; counters are cumulative per worker."""
+        state = self.workers.setdefault(client_id, WorkerState())
+        state.opened = int(report.get("opened", state.opened))
+        state.closed = int(report.get("closed", state.closed))
+        state.errors = int(report.get("errors", state.errors))
+        state.cpu_clock = report.get("cpu_clock", state.cpu_clock)
+        state.cpu_seconds = report.get("cpu_seconds", state.cpu_seconds)
+        state.pid = report.get("pid", state.pid)
+        for name, values in (report.get("lat") or {}).items():
+            bucket = self._latencies.setdefault(name, [])
+            room = 20000 - len(bucket)
+            if room > 0:
+                bucket.extend(values[:room])
+
+    def take_latencies(self) -> dict[str, list[float]]:
+        """The latencies reported since the previous call, by request name."""
+        taken, self._latencies = self._latencies, {}
+        return taken
+
+    def snapshot(self) -> dict[str, int]:
+        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors}
+
+    def cpu_readings(self) -> dict[str, tuple[float, float]]:
+        """Each worker's latest (clock, cumulative CPU seconds) reading."""
+        return {
+            cid: (w.cpu_clock, w.cpu_seconds)
+            for cid, w in self.workers.items()
+            if w.cpu_clock is not None and w.cpu_seconds is not None
+        }

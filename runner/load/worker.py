@@ -1,0 +1,114 @@
+"""A Locust worker process: joins a master, takes the run's configuration from it, churns.
+
+Started by the runner for local workers (``workers = K``) or by hand on another machine
+(``soak worker --master HOST:PORT``). It needs no profile: the master sends the URL and
+the load settings when the worker says hello (see :mod:`runner.load.distributed`).
+"""
+
+from __future__ import annotations
+
+import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
+
+import logging
+import os
+import resource
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.event
+import locust.runners
+from locust.env import Environment
+
+from ..errors import LoadError
+from ..profile import Profile
+from .counters import LoadCounters
+from .cpu import cpu_reading
+from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_INTERVAL, REPORT_KEY
+from .user import make_user_class
+
+__all__ = ["run_worker", "WorkerOptions", "raise_fd_limit"]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    master_host: str
+    master_port: int
+    #: Give up when no configuration arrives from the master within this many seconds.
+    config_timeout: float = 120.0
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft fd limit to the hard one (every socket is an fd); returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _apply(user_class: type, configured: type) -> None:
+    """Copy a freshly configured user class's settings onto the class Locust already knows."""
+    for name, value in vars(configured).items():
+        if not name.startswith("__"):
+            setattr(user_class, name, value)
+
+
+def run_worker(options: WorkerOptions) -> int:
+    """Serve one master until it quits; returns the process exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fd_limit = raise_fd_limit()
+    locust.runners.WORKER_REPORT_INTERVAL = REPORT_INTERVAL
+    counters = LoadCounters()
+    # Locust spawns users by class name, so the class exists from the start and takes
+    # the run's settings when the master sends them.
+    user_class = make_user_class("ws://127.0.0.1:9/", Profile.from_dict({}).load, counters)
+    environment = Environment(user_classes=[user_class], catch_exceptions=True)
+    try:
+        runner = environment.create_worker_runner(options.master_host, options.master_port)
+    except (ConnectionError, OSError) as exc:
+        raise LoadError(f"cannot join the Locust master at {options.master_host}:{options.master_port}: {exc}") from None
+    configured = gevent.event.Event()
+
+    def on_config(environment: Environment, msg: Any, **_: Any) -> None:
+        data = msg.data
+        try:
+            settings = Profile.from_dict({"load": data["load"]}).load
+            scenario = None
+            if data.get("profile"):
+                from .scenario import build_plan  # identity, TLS and scenario steps, as the master's
+
+                scenario = build_plan(Profile.from_dict(data["profile"]))
+            fresh = make_user_class(
+                data["url"], settings, counters, source_addresses=tuple(data.get("source_addresses") or ()), scenario=scenario
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the master, which fails the run with it
+            runner.send_message(MSG_READY, {"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
+            return
+        _apply(user_class, fresh)
+        environment.stop_timeout = float(data.get("stop_timeout") or 0.0)
+        configured.set()
+        runner.send_message(MSG_READY, {"pid": os.getpid(), "fd_limit": fd_limit})
+
+    def on_report(client_id: str, data: dict[str, Any]) -> None:
+        clock, cpu_seconds = cpu_reading()
+        data[REPORT_KEY] = {
+            **counters.snapshot(),
+            "lat": counters.take_latencies(),
+            "cpu_clock": clock,
+            "cpu_seconds": cpu_seconds,
+            "pid": os.getpid(),
+        }
+
+    runner.register_message(MSG_CONFIG, on_config)
+    environment.events.report_to_master.add_listener(on_report)
+    runner.send_message(MSG_HELLO, {"pid": os.getpid(), "host": socket.gethostname()})
+    if not configured.wait(timeout=options.config_timeout):
+        runner.quit()
+        raise LoadError(f"the master at {options.master_host}:{options.master_port} sent no configuration within {options.config_timeout:g}s")
+    runner.greenlet.join()  # until the master says quit (or stops answering heartbeats)
+    return 0

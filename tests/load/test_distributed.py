@@ -1,0 +1,115 @@
+"""Distributed load: a Locust master with 2 worker processes, against a real target on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runner.cli.worker import parse_master
+from runner.errors import EXIT_USAGE, UsageError
+from runner.load.distributed import WorkerCounters
+from runner.load.cpu import SaturationTracker
+from tests.conftest import ROOT, free_port, soak
+
+PROFILE = """
+name = "distributed"
+[target]
+command = "{python} -m runner.targets.echo --port {port}"
+memray = false
+[load]
+users = 12
+spawn_rate = 50
+duration = "4s"
+workers = 1
+remote_workers = 1
+master_port = {master_port}
+messages = 1
+[phases]
+baseline = "0s"
+drain = "10s"
+cooldown = "1s"
+[sampling]
+interval = "0.5s"
+uss = false
+"""
+
+
+def test_two_workers_counters_add_up(tmp_path):
+    """One local worker started by the run, one joined by hand with `soak worker --master`."""
+    master_port = free_port()
+    profile = tmp_path / "distributed.toml"
+    profile.write_text(PROFILE.replace("{master_port}", str(master_port)))
+    out = tmp_path / "run"
+    worker_log = open(tmp_path / "remote-worker.log", "wb")
+    remote = subprocess.Popen([sys.executable, "-m", "runner", "worker", "--master", f"127.0.0.1:{master_port}"],
+                              cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        result = soak("run", str(profile), "--out", str(out), "--quiet", timeout=240)
+        assert remote.wait(timeout=60) == 0  # the master told it to quit
+    finally:
+        if remote.poll() is None:
+            remote.kill()
+        worker_log.close()
+    assert result.returncode in (0, 4), result.stdout + result.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["error"] is None
+    assert (run["load_generator"]["workers"], run["load_generator"]["remote_workers"]) == (1, 1)
+    assert run["load_generator"]["processes"] == 2  # both workers reported CPU readings
+    assert (out / "worker-1.log").exists()
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    last = samples[-1]
+    assert last["open"] == 0 and last["opened"] == last["closed"] > 0
+    # Our counters travel in report_to_master payloads; Locust's statistics by its own path.
+    # Were one worker's counters lost, opened would be about half of the successful connects.
+    stats = json.loads((out / "locust_stats.json").read_text())
+    by_name = {entry["name"]: entry for entry in stats["requests"]}
+    connects = by_name["connect"]["requests"] - by_name["connect"]["failures"]
+    assert last["opened"] == connects
+    assert max(s["open"] for s in samples) <= 12
+    assert any(s.get("load_cpu") is not None for s in samples)
+
+
+def test_worker_counters_sum_and_keep_the_latest_report():
+    counters = WorkerCounters()
+    counters.update("a", {"opened": 5, "closed": 3, "errors": 1, "lat": {"connect": [1.0, 2.0]}, "cpu_clock": 1.0, "cpu_seconds": 0.5})
+    counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "lat": {"connect": [3.0]}})
+    counters.update("a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}})
+    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1}
+    assert counters.take_latencies() == {"connect": [1.0, 2.0, 3.0]}
+    assert counters.take_latencies() == {}
+    assert counters.cpu_readings() == {"a": (1.0, 0.5)}
+
+
+def test_master_address_parsing():
+    assert parse_master("10.0.0.5:6000") == ("10.0.0.5", 6000)
+    assert parse_master("loadbox") == ("loadbox", 5557)
+    assert parse_master("[::1]:7000") == ("::1", 7000)
+    for bad in (":5557", "host:http", "host:70000"):
+        with pytest.raises(UsageError):
+            parse_master(bad)
+
+
+def test_worker_command_rejects_a_bad_master():
+    result = soak("worker", "--master", "host:notaport", timeout=60)
+    assert result.returncode == EXIT_USAGE
+    assert "is not a port number" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_saturation_is_judged_over_windows_of_the_loaded_phases():
+    tracker = SaturationTracker(window=5.0)
+    assert tracker.feed("w1", 0.0, 0.0, "ramp") is None
+    assert tracker.feed("w1", 2.0, 1.9, "ramp") is None  # a busy instant is not a window
+    assert tracker.feed("w1", 5.0, 2.0, "ramp") == 40.0
+    assert tracker.feed("w1", 10.0, 6.8, "steady") == 96.0
+    tracker.feed("w2", 0.0, 0.0, "cooldown")
+    tracker.feed("w2", 6.0, 6.0, "cooldown")  # not judged: the load had stopped
+    assert tracker.saturated and tracker.peak == 96.0 and tracker.hot_windows == 1
+    assert "load generator saturated" in tracker.note()
+    quiet = SaturationTracker()
+    quiet.feed("local", 0.0, 0.0, "steady")
+    quiet.feed("local", 6.0, 3.0, "steady")
+    assert not quiet.saturated and quiet.note() is None and quiet.to_dict()["peak_cpu_percent"] == 50.0
