@@ -15,6 +15,7 @@ from typing import Sequence
 import psutil
 
 from .errors import TargetError, UsageError
+from .watchdog import start_time
 
 __all__ = ["free_port", "port_in_use", "substitute", "StartedTarget", "AttachedTarget", "TargetOutcome", "tail"]
 
@@ -82,6 +83,25 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
+_WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
+
+
+def _start_watchdog(group: int) -> subprocess.Popen[bytes] | None:
+    """Start :mod:`runner.watchdog` for the target's process group (None where it cannot run)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-S", _WATCHDOG_SCRIPT, str(group)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # neither Ctrl-C nor the target's group signals reach it
+        )
+    except OSError:
+        return None
+
+
 @dataclass
 class TargetOutcome:
     """How the target ended: the ``target`` part of summary.json."""
@@ -130,10 +150,37 @@ class StartedTarget:
         self.pid = self.process.pid
         self._known_pids: set[int] = {self.pid}
         self.stopped_by_runner = False
+        self._watchdog = _start_watchdog(self.pid)
+        self._tell_watchdog({self.pid})
 
     def remember(self, pids: set[int]) -> None:
         """Pids seen in the target's tree while sampling, to stop them even if re-parented."""
+        new = pids - self._known_pids
         self._known_pids |= pids
+        if new:
+            self._tell_watchdog(new)
+
+    def _tell_watchdog(self, pids: set[int]) -> None:
+        if self._watchdog is None or self._watchdog.stdin is None:
+            return
+        lines = "".join(f"{pid} {started}\n" for pid in sorted(pids) if (started := start_time(pid)) is not None)
+        try:
+            self._watchdog.stdin.write(lines.encode())
+            self._watchdog.stdin.flush()
+        except (OSError, ValueError):  # the watchdog is gone: the runner's own cleanup still applies
+            self._watchdog = None
+
+    def _release_watchdog(self) -> None:
+        """Close the pipe (the watchdog then kills any leftover of the tree and exits)."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        try:
+            if watchdog.stdin is not None:
+                watchdog.stdin.close()
+            watchdog.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            watchdog.kill()
 
     def poll(self) -> int | None:
         return self.process.poll()
@@ -217,6 +264,7 @@ class StartedTarget:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        self._release_watchdog()
         self._log.close()
 
     def outcome(self) -> TargetOutcome:

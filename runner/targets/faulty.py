@@ -9,6 +9,7 @@ Every fault a nightly soak meets in the wild, on demand:
 - ``--leak-bytes B``           keeps B bytes per connection forever (memory rising before a death).
 - ``--stall-after S``          after S seconds accepts TCP but never completes a handshake
                                and never answers a message again (a deadlock).
+- ``--ignore-sigterm``         keeps serving through SIGTERM (only SIGKILL stops it).
 - ``--children N``             forks N helper processes that ignore SIGTERM, and with
   ``--escape``                 puts them in their own session (they leave the process group).
 - ``--say TEXT``               prints TEXT to its log at start, and
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-after", type=float, metavar="S", help="SIGKILL itself after S seconds of serving")
     p.add_argument("--leak-bytes", type=int, default=0, metavar="B", help="bytes kept per connection, forever")
     p.add_argument("--stall-after", type=float, metavar="S", help="stop answering after S seconds of serving")
+    p.add_argument("--ignore-sigterm", action="store_true", help="keep serving through SIGTERM")
     p.add_argument("--children", type=int, default=0, metavar="N", help="fork N helpers that ignore SIGTERM")
     p.add_argument("--escape", action="store_true", help="put the helpers in their own session")
     p.add_argument("--say", action="append", default=[], metavar="TEXT", help="print TEXT at start (repeatable)")
@@ -67,6 +69,9 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = loop.create_future()
     stalled = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
+        if sig == signal.SIGTERM and args.ignore_sigterm:
+            loop.add_signal_handler(sig, lambda: print("fault: ignoring SIGTERM", flush=True))
+            continue
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
 
     async def handler(websocket: ServerConnection) -> None:

@@ -68,6 +68,18 @@ class Soak:
             time.sleep(0.1)
         raise AssertionError(f"phase {phase} not reached within {timeout}s")
 
+    def wait_for_line(self, text: str, timeout: float = 60.0) -> None:
+        """Block until the target's log holds ``text``."""
+        deadline = time.monotonic() + timeout
+        log = self.out / "target.log"
+        while time.monotonic() < deadline:
+            if log.exists() and text in log.read_text(encoding="utf-8", errors="replace"):
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"the runner ended (exit {self.process.returncode}) before the target said {text!r}")
+            time.sleep(0.1)
+        raise AssertionError(f"the target did not say {text!r} within {timeout}s")
+
     def summary(self) -> dict[str, Any]:
         return json.loads((self.out / "summary.json").read_text(encoding="utf-8"))
 
