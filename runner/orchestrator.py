@@ -35,6 +35,7 @@ from .load.driver import LoadDriver
 from .load.scenario import ScenarioPlan, build_plan
 from .profile import Profile
 from .progress import Progress
+from .redact import redact_command, redact_data
 from .results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
 from .sampling.process import TreeSampler
 from .target import AttachedTarget, StartedTarget, free_port, port_in_use, substitute
@@ -261,10 +262,12 @@ class _Run:
         self.target = started
         meta = _read_json(self.folder.meta)
         meta["target"] = {"command": argv, "url": url, "pid": started.pid}
-        write_json(self.folder.meta, meta)
-        self.progress.note(f"target started (pid {started.pid}): {' '.join(argv)}")
+        write_json(self.folder.meta, redact_data(meta))
+        self.progress.note(f"target started (pid {started.pid}): {' '.join(redact_command(argv))}")
         probe = (lambda: self.scenario.probe(url)) if self.scenario is not None else (lambda: _probe(url))
-        started.wait_ready(probe, self.profile.target.ready_timeout)
+        started.wait_ready(probe, self.profile.target.ready_timeout, cancelled=self.state.interrupted.is_set)
+        if self.state.interrupted.is_set():
+            raise _Interrupted()
         return url
 
     def execute(self) -> dict[str, Any]:
@@ -323,7 +326,7 @@ class _Run:
                 worker.kill(block=True, timeout=5)
             if self.driver is not None:
                 self.driver.quit()
-                write_json(self.folder.locust_stats, self.driver.stats())
+                write_json(self.folder.locust_stats, redact_data(self.driver.stats()))
             if self.target is not None:
                 self.target.stop(self.profile.target.stop_timeout)
             if self.writer is not None:
@@ -436,14 +439,16 @@ def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = Fal
     fd_limit = _raise_fd_limit()
     write_json(
         folder.meta,
-        {
-            "format": FORMAT_VERSION,
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv,
-            "profile": profile.to_dict(),
-            "environment": _environment(fd_limit),
-            "target": {},
-        },
+        redact_data(
+            {
+                "format": FORMAT_VERSION,
+                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "argv": sys.argv,
+                "profile": profile.to_dict(),
+                "environment": _environment(fd_limit),
+                "target": {},
+            }
+        ),
     )
     run = _Run(profile, folder, progress, scenario)
     run.load_plan = load_plan
@@ -453,7 +458,7 @@ def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = Fal
     except SoakError:
         progress.close()
         raise
-    write_json(folder.run, run_data)
+    write_json(folder.run, redact_data(run_data))
     summary = finish_run(folder.path)
     return RunResult(folder=folder.path, summary=summary)
 

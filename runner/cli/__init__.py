@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from ..errors import EXIT_RUN_ERROR, EXIT_USAGE, SoakError
+from ..redact import redact_text
 from . import analyze, report, run, worker
 
 __all__ = ["main", "COMMANDS"]
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.entry(args))
     except SoakError as exc:
-        print(f"soak: error: {exc}", file=sys.stderr)
+        print(f"soak: error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("soak: interrupted", file=sys.stderr)
