@@ -164,16 +164,30 @@ class RunFolder:
             raise UsageError(f"run folder {str(self.path)!r} is a symbolic link", hint="choose another --out")
         if self.path.exists():
             if not self.path.is_dir():
-                raise UsageError(f"--out {str(self.path)!r} exists and is not a folder")
+                raise UsageError(f"--out {str(self.path)!r} exists and is not a folder", hint="choose another --out")
             if any(self.path.iterdir()):
                 if not overwrite:
                     raise UsageError(
                         f"run folder {str(self.path)!r} already holds a run",
                         hint="choose another --out, or pass --overwrite",
                     )
-                for name in ("meta.json", "samples.jsonl", "run.json", "summary.json", "report.html", "junit.xml", "target.log"):
-                    (self.path / name).unlink(missing_ok=True)
+                if not self.meta.is_file() or self.meta.is_symlink():
+                    raise UsageError(
+                        f"--out {str(self.path)!r} is not empty and holds no run (no meta.json), so soak will not empty it",
+                        hint="choose an empty or new folder",
+                    )
+                self._empty()
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def _empty(self) -> None:
+        """Remove a previous run's files; symbolic links are removed, never followed."""
+        import shutil
+
+        for entry in self.path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 @dataclass
