@@ -32,11 +32,14 @@ __all__ = [
     "thin",
     "cycles_to_decide",
     "MAX_POINTS",
+    "TRIM_POINTS",
     "WARMUP_CANDIDATES",
 ]
 
 #: Longest series handed to the O(n^2) estimators; longer ones are binned (median per bin).
 MAX_POINTS = 600
+#: Points the warm-up search scores each candidate cut on (every k-th sample).
+TRIM_POINTS = 150
 #: Fractions of the window (by sample index) tried as the end of warm-up; at most half is cut.
 WARMUP_CANDIDATES = tuple(i / 20 for i in range(11))
 
@@ -122,19 +125,22 @@ def theil_sen(x: np.ndarray, y: np.ndarray, *, alpha: float, variance_factor: fl
 
 
 def thin(x: np.ndarray, y: np.ndarray, t: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """At most ``limit`` points: consecutive samples binned, median ``y`` and mean ``x``/``t`` per bin.
+    """At most ``limit`` points: runs of ``k`` consecutive samples binned, median ``y`` and mean ``x``/``t`` per bin.
 
     The median keeps a GC spike from moving a bin; binning in order keeps the time order
-    the trend test needs.
+    the trend test needs. A last, partial bin is dropped (fewer than ``k`` samples at the end).
     """
     n = len(y)
     if n <= limit:
         return x, y, t
-    edges = np.linspace(0, n, limit + 1).astype(int)
-    xs = np.array([x[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
-    ys = np.array([np.median(y[a:b]) for a, b in zip(edges[:-1], edges[1:])])
-    ts = np.array([t[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
-    return xs, ys, ts
+    k = int(math.ceil(n / limit))
+    m = n // k
+    shape = (m, k)
+    return (
+        x[: m * k].reshape(shape).mean(axis=1),
+        np.median(y[: m * k].reshape(shape), axis=1),
+        t[: m * k].reshape(shape).mean(axis=1),
+    )
 
 
 def trim_warmup(x: np.ndarray, y: np.ndarray, *, min_points: int, min_span: float) -> int:
@@ -147,17 +153,19 @@ def trim_warmup(x: np.ndarray, y: np.ndarray, *, min_points: int, min_span: floa
     which raises it. The lowest score wins; ties go to the smaller cut.
     """
     n = len(y)
+    # The cut only needs the shape: score it on at most TRIM_POINTS bins (Theil-Sen is O(n^2)).
+    k = max(1, int(math.ceil(n / TRIM_POINTS)))
     best, best_score = 0, math.inf
     for fraction in WARMUP_CANDIDATES:
         cut = int(fraction * n)
         if n - cut < min_points or x[-1] - x[cut] < min_span:
             break
-        xs, ys = x[cut:], y[cut:]
+        xs, ys = x[cut::k], y[cut::k]
         if np.ptp(ys) == 0:
             score = 0.0
         else:
             fit = stats.theilslopes(ys, xs)
-            score = float(np.mean(np.abs(ys - (fit.intercept + fit.slope * xs)))) / math.sqrt(n - cut)
+            score = float(np.mean(np.abs(ys - (fit.intercept + fit.slope * xs)))) / math.sqrt(len(ys))
         if score < best_score * (1 - 1e-9):
             best, best_score = cut, score
     return best

@@ -1,0 +1,340 @@
+"""Detection benchmark of the leak verdict: end-to-end runs against a corpus of known truths,
+plus many cheap replicates made by replaying recorded real series with synthetic leaks added.
+
+    python bench/detect.py record [--only NAME ...]   # end-to-end soaks of bench/targets/corpus.py (~20 min)
+    python bench/detect.py table [--replicates N]     # the table, from bench/data/ only (a few minutes)
+
+``record`` runs ``soak run`` (real Locust, real psutil, 127.0.0.1 only) once per corpus
+case and keeps a compact copy of each run's samples (plus the server's own traced-heap
+series) in ``bench/data/``. ``table`` never starts a server: it re-analyses those recorded
+runs with the current analysis (the end-to-end table) and replays them (the replicate
+tables): windows of 1K, 5K and 20K connection cycles cut from the clean recordings at
+random offsets (half of them from the very first steady sample, so the real warm-up is
+in), with a synthetic leak of known size added, and the benign decoys replayed as they
+are. Everything is seeded; the same data gives the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runner.analysis import Verdict, analyse  # noqa: E402
+from runner.profile import AnalysisSettings  # noqa: E402
+
+__all__ = ["CASES", "Case", "replay_samples", "heap_samples", "main"]
+
+DATA = ROOT / "bench" / "data"
+CORPUS = ROOT / "bench" / "targets" / "corpus.py"
+KEEP = ("t", "phase", "opened", "closed", "open", "rss", "uss", "fds", "threads")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One end-to-end corpus run with a known truth."""
+
+    name: str
+    args: str
+    truth: str  # "leak" or "pass"
+    duration: str
+    note: str
+
+
+CASES = [
+    Case("clean-a", "--kind clean", "pass", "240s", "clean echo (replay base)"),
+    Case("clean-b", "--kind clean", "pass", "240s", "clean echo (replay base)"),
+    Case("warmup", "--kind warmup --entries 2000", "pass", "120s", "one-time pool: 8 KB x first 2K connections"),
+    Case("cache-25", "--kind cache --bytes 2048 --entries 3000", "pass", "120s", "bounded cache, full at ~25% of the run"),
+    Case("cache-50", "--kind cache --bytes 2048 --entries 6000", "pass", "120s", "bounded cache, full at ~50% of the run"),
+    Case("cache-75", "--kind cache --bytes 2048 --entries 9000", "pass", "120s", "bounded cache, full at ~75% of the run"),
+    Case("gc", "--kind gc --bytes 2048 --every 2000", "pass", "120s", "cyclic garbage, GC every 2K connections"),
+    Case("frag", "--kind frag --entries 5000", "pass", "120s", "odd-sized buffers in a bounded ring"),
+    Case("leak-py-64", "--kind leak-py --bytes 64", "leak", "120s", "64 B Python objects per connection"),
+    Case("leak-py-256", "--kind leak-py --bytes 256", "leak", "60s", "256 B per connection"),
+    Case("leak-py-1k", "--kind leak-py --bytes 1024", "leak", "60s", "1 KB per connection"),
+    Case("leak-py-8k", "--kind leak-py --bytes 8192", "leak", "30s", "8 KB per connection"),
+    Case("leak-native-1k", "--kind leak-native --bytes 1024", "leak", "60s", "1 KB ctypes malloc per connection"),
+    Case("leak-native-8k", "--kind leak-native --bytes 8192", "leak", "30s", "8 KB ctypes malloc per connection"),
+    Case("leak-sparse-1k", "--kind leak-sparse --bytes 1024 --every 100", "leak", "60s", "100 KB once every 100 connections"),
+    Case("leak-fd", "--kind leak-fd --every 50", "leak", "40s", "one fd never closed per 50 connections"),
+    Case("leak-thread", "--kind leak-thread --every 50", "leak", "40s", "one thread never ended per 50 connections"),
+]
+
+PROFILE = """\
+[target]
+command = {command!r}
+memray = false
+[load]
+users = 50
+spawn_rate = 50
+duration = "{duration}"
+[phases]
+baseline = "3s"
+drain = "10s"
+cooldown = "3s"
+[sampling]
+interval = "0.2s"
+uss = false
+"""
+
+
+# --- recording (end to end; the only part that starts processes) ---------------------------
+
+
+def record(cases: Sequence[Case]) -> None:
+    """Soak each case once and keep its compact samples and heap series in bench/data/."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        with tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp:
+            heap_log = Path(tmp) / "heap.jsonl"
+            command = f"{{python}} {CORPUS} --port {{port}} {case.args} --heap-log {heap_log}"
+            profile = Path(tmp) / "profile.toml"
+            profile.write_text(PROFILE.format(command=command, duration=case.duration), encoding="utf-8")
+            out = Path(tmp) / "run"
+            started = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-m", "runner", "run", str(profile), "--out", str(out)],
+                cwd=ROOT, capture_output=True, text=True, timeout=600,
+            )
+            elapsed = time.monotonic() - started
+            lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
+            compact = [{k: s.get(k) for k in KEEP} for s in lines]
+            (DATA / f"{case.name}.jsonl").write_text("".join(json.dumps(s, separators=(",", ":")) + "\n" for s in compact))
+            if heap_log.exists():
+                shutil.copy(heap_log, DATA / f"{case.name}.heap.jsonl")
+            print(f"{case.name}: exit {result.returncode} in {elapsed:.0f} s, {len(compact)} samples, "
+                  f"{compact[-1]['closed'] if compact else 0} connections", flush=True)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_samples(name: str) -> list[dict[str, Any]]:
+    path = DATA / f"{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def heap_samples(name: str) -> list[dict[str, Any]]:
+    """The server's own traced-heap series as samples, phased by its closed-connection count.
+
+    baseline: before the first connection closed; steady: until the count stops rising;
+    cooldown: after the last connection closed (every connection is closed by then).
+    """
+    path = DATA / f"{name}.heap.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return []
+    final = rows[-1]["closed"]
+    last_rise = max(i for i, r in enumerate(rows) if r["closed"] < final) + 1 if final else len(rows)
+    samples = []
+    for i, r in enumerate(rows):
+        phase = "baseline" if r["closed"] == 0 else ("steady" if i <= last_rise else "cooldown")
+        samples.append({"t": r["t"], "phase": phase, "closed": r["closed"], "opened": r["closed"],
+                        "open": 0 if phase != "steady" else None, "heap": r["heap"]})
+    return samples
+
+
+# --- replay (pure) ----------------------------------------------------------------------------
+
+
+def replay_samples(base: Sequence[dict[str, Any]], *, metric: str, cycles: int, start_at_beginning: bool,
+                   leak_bytes: float, every: int, rng: np.random.Generator) -> list[dict[str, Any]] | None:
+    """A window of ``cycles`` steady cycles from a recorded run with a synthetic leak added.
+
+    The leak adds ``leak_bytes`` per closed connection, in steps of ``leak_bytes * every``
+    once every ``every`` connections (``every=1``: continuous). ``None`` when the recording
+    is too short for the window.
+    """
+    steady = [s for s in base if s.get("phase") == "steady" and s.get(metric) is not None]
+    if not steady:
+        return None
+    closed = np.array([s["closed"] for s in steady], dtype=float)
+    latest_start = closed[-1] - cycles
+    if latest_start < closed[0]:
+        return None
+    first = closed[0] if start_at_beginning else rng.uniform(closed[0], latest_start)
+    begin = int(np.searchsorted(closed, first))
+    end = int(np.searchsorted(closed, closed[begin] + cycles, side="right"))
+    origin = closed[begin]
+    stride = int(rng.integers(1, 3))  # sampled every 0.2 s as recorded, or every 0.4 s
+    window = []
+    for s in steady[begin + int(rng.integers(0, stride)):end:stride]:
+        extra = leak_bytes * every * np.floor((s["closed"] - origin) / every)
+        window.append({"t": s["t"], "phase": "steady", "closed": s["closed"], metric: s[metric] + extra})
+    return window
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    cycles_to_verdict: int | None
+
+
+def judge_metric(window: list[dict[str, Any]], metric: str, settings: AnalysisSettings, *, timed: bool) -> Outcome:
+    """Verdict on ``metric`` alone and, when ``timed``, the fewest cycles (500, 1K, 2K, ... on a
+    doubling grid) after which the same verdict was already reached."""
+    result = analyse(window, settings).metrics.get(metric)
+    verdict = result.verdict if result else Verdict.INCONCLUSIVE
+    if verdict is Verdict.INCONCLUSIVE or not timed:
+        return Outcome(verdict, None)
+    origin = window[0]["closed"]
+    total = window[-1]["closed"] - origin
+    size = 500
+    while size < total:
+        prefix = [s for s in window if s["closed"] - origin <= size]
+        partial = analyse(prefix, settings).metrics.get(metric)
+        if partial is not None and partial.verdict is verdict:
+            return Outcome(verdict, size)
+        size *= 2
+    return Outcome(verdict, int(total))
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+LENGTHS = (1_000, 5_000, 20_000)
+LEAK_SIZES = {"heap": (0, 64, 256, 1024, 8192), "rss": (0, 256, 1024, 8192)}
+CLEAN_BASES = ("clean-a", "clean-b")
+DECOYS = ("warmup", "cache-25", "cache-50", "cache-75", "gc", "frag")
+
+
+def _series(name: str, metric: str) -> list[dict[str, Any]]:
+    return heap_samples(name) if metric == "heap" else load_samples(name)
+
+
+def detection_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
+    """Detection rate per tier, leak size and run length; 0 B rows are the clean false-alarm rate."""
+    rng = np.random.default_rng(seed)
+    lines = ["| tier | leak per connection | shape | cycles | replicates | LEAK | INCONCLUSIVE | PASS | median cycles to verdict (20K runs) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for metric, sizes in LEAK_SIZES.items():
+        bases = [(_series(name, metric)) for name in CLEAN_BASES]
+        bases = [b for b in bases if b]
+        for size in sizes:
+            for every, shape in ((1, "every connection"), (100, "1 in 100")) if size in (1024,) else ((1, "every connection"),):
+                for cycles in LENGTHS:
+                    counts = {v: 0 for v in Verdict}
+                    decided: list[int] = []
+                    made = 0
+                    for i in range(replicates):
+                        base = bases[i % len(bases)]
+                        window = replay_samples(base, metric=metric, cycles=cycles, start_at_beginning=i % 2 == 0,
+                                                leak_bytes=size, every=every, rng=rng)
+                        if window is None:
+                            continue
+                        outcome = judge_metric(window, metric, settings, timed=cycles == LENGTHS[-1])
+                        counts[outcome.verdict] += 1
+                        made += 1
+                        if outcome.cycles_to_verdict is not None:
+                            decided.append(outcome.cycles_to_verdict)
+                    if not made:
+                        continue
+                    median = f"{int(np.median(decided)):,}" if decided else "-"
+                    lines.append(
+                        f"| {metric} | {size} B | {shape} | {cycles:,} | {made} | {_pct(counts[Verdict.LEAK], made)} | "
+                        f"{_pct(counts[Verdict.INCONCLUSIVE], made)} | {_pct(counts[Verdict.PASS], made)} | {median} |"
+                    )
+    return lines
+
+
+def decoy_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
+    """False-alarm rate of each benign decoy, whole recordings and random windows, per tier."""
+    rng = np.random.default_rng(seed + 1)
+    lines = ["| decoy | tier | cycles | replicates | false LEAK | INCONCLUSIVE | PASS |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in DECOYS + CLEAN_BASES:
+        for metric in ("heap", "rss"):
+            base = _series(name, metric)
+            if not base:
+                continue
+            for cycles in LENGTHS:
+                counts = {v: 0 for v in Verdict}
+                made = 0
+                for i in range(replicates):
+                    window = replay_samples(base, metric=metric, cycles=cycles, start_at_beginning=i == 0,
+                                            leak_bytes=0, every=1, rng=rng)
+                    if window is None:
+                        break
+                    result = analyse(window, settings).metrics.get(metric)
+                    counts[result.verdict if result else Verdict.INCONCLUSIVE] += 1
+                    made += 1
+                if made:
+                    lines.append(f"| {name} | {metric} | {cycles:,} | {made} | {_pct(counts[Verdict.LEAK], made)} | "
+                                 f"{_pct(counts[Verdict.INCONCLUSIVE], made)} | {_pct(counts[Verdict.PASS], made)} |")
+    return lines
+
+
+def end_to_end_table(settings: AnalysisSettings) -> list[str]:
+    """Each recorded corpus run re-analysed whole: process tiers from psutil, heap from its trace."""
+    lines = ["| case | truth | cycles | overall (psutil tiers) | rss | uss | fds | threads | heap (traced) |",
+             "| --- | --- | ---: | --- | --- | --- | --- | --- | --- |"]
+    for case in CASES:
+        if not (DATA / f"{case.name}.jsonl").exists():
+            continue
+        samples = load_samples(case.name)
+        analysis = analyse(samples, settings)
+        heap = analyse(heap_samples(case.name), settings).metrics.get("heap")
+        cells = []
+        for metric in ("rss", "uss", "fds", "threads"):
+            m = analysis.metrics.get(metric)
+            cells.append(_cell(m))
+        cycles = samples[-1]["closed"] if samples else 0
+        mark = analysis.verdict.value.upper()
+        lines.append(f"| {case.name} ({case.note}) | {case.truth.upper()} | {cycles:,} | {mark} | " + " | ".join(cells) + f" | {_cell(heap)} |")
+    return lines
+
+
+def _cell(metric: Any) -> str:
+    if metric is None:
+        return "-"
+    slope = metric.slope_per_connection
+    figure = "" if slope is None else (f" {slope:.0f} B/c" if metric.unit == "bytes" else f" {slope:.3f}/c")
+    return f"{metric.verdict.value}{figure}"
+
+
+def _pct(count: int, total: int) -> str:
+    return f"{100 * count / total:.0f}%"
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="soak every corpus case end to end and keep its series in bench/data/")
+    rec.add_argument("--only", nargs="*", default=None, help="case names to record (default: all)")
+    tab = sub.add_parser("table", help="the detection tables, from bench/data/ only")
+    tab.add_argument("--replicates", type=int, default=50, help="replicates per detection cell (default 50)")
+    tab.add_argument("--decoy-replicates", type=int, default=100, help="replicates per decoy cell (default 100)")
+    tab.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.command == "record":
+        chosen = [c for c in CASES if args.only is None or c.name in args.only]
+        record(chosen)
+        return 0
+    settings = AnalysisSettings()
+    started = time.perf_counter()
+    print("## End to end (each corpus run once, re-analysed from bench/data/)\n")
+    print("\n".join(end_to_end_table(settings)))
+    print("\n## Replay: detection rate (synthetic leak added to recorded clean series)\n")
+    print("\n".join(detection_table(args.replicates, settings, args.seed)))
+    print("\n## Replay: benign decoys (recorded series, random windows)\n")
+    print("\n".join(decoy_table(args.decoy_replicates, settings, args.seed)))
+    print(f"\n(analysis time: {time.perf_counter() - started:.0f} s for all tables)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
