@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky test test-slow clean
+.PHONY: help install soak soak-leaky test test-slow bench-detect clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ test: $(STAMP) ## run the test suite with coverage of runner/
 
 test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECORD=1 re-soaks the corpus first, ~25 min)
+	$(if $(RECORD),$(BIN)/python bench/detect.py record,)
+	$(BIN)/python bench/detect.py table $(BENCH_ARGS)
 
 clean: ## remove .venv, caches and run folders
 	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov *.egg-info
