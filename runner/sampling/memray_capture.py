@@ -130,15 +130,16 @@ def user_frame(stack: Sequence[tuple[str, str, int]], library: tuple[str, ...]) 
     """The innermost frame in user code, and the user frames of the stack (innermost first).
 
     ``stack`` is memray's ``(function, file, line)`` list, innermost first. Library
-    frames (standard library, site-packages, frozen importlib, the launcher) are skipped;
+    frames (standard library, site-packages, frozen importlib, the launcher) are skipped,
+    pseudo-files such as ``<string>`` (code run with ``-c``) are the user's;
     when there is no user frame at all, the innermost real frame stands in, so an
     allocation made wholly inside a library is still named.
     """
     user = []
     for function, file, line in stack:
-        if not file or file.startswith("<"):
+        if not file or file.startswith("<frozen"):
             continue
-        if _in_library(file, library):
+        if not file.startswith("<") and _in_library(file, library):  # "<string>": code run with -c
             continue
         user.append((function, file, line))
     if user:

@@ -41,6 +41,7 @@ absence means the target was killed and the capture is unfinalised.
 from __future__ import annotations
 
 import argparse
+import builtins
 import gc
 import json
 import os
@@ -49,6 +50,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from typing import Any, Sequence, TextIO
 
 __all__ = ["launcher_argv", "split_python_args", "main", "UnsupportedCommand"]
@@ -274,10 +276,9 @@ def _run_target(kind: str, what: str, rest: list[str]) -> None:
         sys.argv = ["-c", *rest]
         sys.path[0] = ""
         code = compile(what, "<string>", "exec")
-        main_module = sys.modules["__main__"]
-        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-        main_module.__dict__.clear()
-        main_module.__dict__.update(namespace)
+        main_module = types.ModuleType("__main__")  # a fresh one: this launcher is the current __main__
+        main_module.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = main_module
         exec(code, main_module.__dict__)
     else:
         sys.argv = [what, *rest]

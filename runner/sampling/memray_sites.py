@@ -47,11 +47,13 @@ def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]]
     best: dict[int, tuple[float, int]] = {}
     for wall, value in heap:
         pos = int(np.searchsorted(sorted_walls, wall))
-        for candidate in (pos - 1, pos):
-            if 0 <= candidate < len(sorted_walls) and not np.isnan(sorted_walls[candidate]):
-                gap = abs(sorted_walls[candidate] - wall)
-                if gap <= tolerance and (candidate not in best or gap < best[candidate][0]):
-                    best[candidate] = (gap, int(value))
+        near = [c for c in (pos - 1, pos) if 0 <= c < len(sorted_walls) and not np.isnan(sorted_walls[c])]
+        if not near:
+            continue
+        candidate = min(near, key=lambda c: abs(sorted_walls[c] - wall))
+        gap = abs(sorted_walls[candidate] - wall)
+        if gap <= tolerance and (candidate not in best or gap < best[candidate][0]):
+            best[candidate] = (gap, int(value))
     for candidate, (_, value) in best.items():
         out[int(order[candidate])]["heap"] = value
     return out

@@ -56,6 +56,24 @@ class TrackedTarget:
         request_freeze(self.folder)
         return self
 
+    def start_code(self, code: str, args: list[str], ready: Path) -> "TrackedTarget":
+        """Run ``python -c CODE ARGS`` under the launcher; ready when it creates ``ready``."""
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        argv = launcher_argv(
+            sys.executable, ["-c", code, *args],
+            capture=str(self.files.capture), checkpoints=str(self.files.checkpoints), control=str(self.files.control),
+            checkpoint_interval=self.checkpoint_interval, memory_interval_ms=20, max_bytes=self.max_bytes,
+        )  # fmt: skip
+        log = open(self.folder / "target.log", "wb")
+        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert self.process.poll() is None, (self.folder / "target.log").read_text()
+            assert time.monotonic() < deadline, "the script did not start"
+            time.sleep(0.05)
+        return self
+
     def churn(self, connections: int, *, idle: float = 1.5) -> list[dict[str, Any]]:
         """Idle, then ``connections`` connect/echo/close cycles in a row, then idle; the samples."""
         samples: list[dict[str, Any]] = []

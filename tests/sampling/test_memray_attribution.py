@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ LEAK_BYTES = 2048
 BUDGET = 32.0
 
 
+@pytest.mark.slow  # `soak run` on the leaky target (tests/sampling/test_memray_soak.py) covers this in the default suite
 def test_leaky_target_names_the_leaking_line(tmp_path):
     target = TrackedTarget(tmp_path, ["runner.targets.leaky", "--leak-bytes", str(LEAK_BYTES)]).start()
     try:
@@ -59,12 +61,40 @@ def test_clean_target_has_no_site_over_budget(tmp_path):
     assert all(s["bytes_per_connection"] <= BUDGET for s in sites), sites
 
 
+#: A target with no SIGTERM handler of its own, that keeps 1000 bytes per tick and says it is ready.
+NO_HANDLER = (
+    "import sys, time\n"
+    "kept = []\n"
+    "def grow():\n"
+    "    kept.append(bytearray(1000))\n"
+    "open(sys.argv[1], 'w').close()\n"
+    "while True:\n"
+    "    grow()\n"
+    "    time.sleep(0.005)\n"
+)
+
+
+def _run_script(tmp_path, sig: int) -> tuple[int, TrackedTarget]:
+    ready = tmp_path / "ready"
+    target = TrackedTarget(tmp_path, [], checkpoint_interval=0.2)
+    target.start_code(NO_HANDLER, [str(ready)], ready)
+    time.sleep(1.5)
+    return target.stop(sig), target
+
+
+def test_sigterm_without_a_handler_finalises_the_capture(tmp_path):
+    code, target = _run_script(tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM  # the launcher's handler: SystemExit, so tracking ends cleanly
+    log = read_checkpoints(target.files.checkpoints)
+    assert log["events"]["end"]["reason"] == f"exit {128 + signal.SIGTERM}"
+    reduced = ensure_reduced(tmp_path, flamegraph=False)
+    assert reduced["status"] == "complete" and reduced["heap"]
+    grow = [s for s in reduced["sites"] if s["function"] == "grow"]
+    assert grow and grow[0]["location"].endswith(":4") and grow[0]["live"][-1] > grow[0]["live"][0]
+
+
 def test_sigkill_leaves_a_readable_capture_with_a_note(tmp_path):
-    target = TrackedTarget(tmp_path, ["runner.targets.leaky", "--leak-bytes", str(LEAK_BYTES)]).start()
-    try:
-        samples = target.churn(300, idle=0.5)
-    finally:
-        code = target.stop(signal.SIGKILL)
+    code, target = _run_script(tmp_path, signal.SIGKILL)
     assert code == -signal.SIGKILL
     log = read_checkpoints(target.files.checkpoints)
     assert "end" not in log["events"]
@@ -74,4 +104,3 @@ def test_sigkill_leaves_a_readable_capture_with_a_note(tmp_path):
     assert any("incomplete" in note or "could not be read" in note for note in reduced["notes"])
     if reduced["status"] == "incomplete":
         assert reduced["heap"], "an unfinalised capture still has its memory snapshots"
-        assert isinstance(leak_sites(reduced, samples, budget=BUDGET), list)
