@@ -12,12 +12,12 @@ from scipy import stats
 
 from .profile import AnalysisSettings, Profile
 from .progress import format_bytes
-from .redact import redact_data
+from .redact import redact_data, redact_text
 from .report import render_report
 from .results import RunFolder, RunRecord, write_json
 from .summary import build_summary
 
-__all__ = ["finish_run", "evaluate", "judge"]
+__all__ = ["finish_run", "evaluate", "judge", "write_outputs"]
 
 
 def judge(record: RunRecord, analysis: Analysis) -> tuple[Verdict, list[str]]:
@@ -103,8 +103,9 @@ def evaluate(record: RunRecord, settings: AnalysisSettings | None = None) -> tup
     return analysis, build_summary(record, analysis, verdict=verdict, reasons=reasons)
 
 
-def finish_run(path: str | Path, *, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Analyse a run folder, write summary.json and report.html, and return the summary."""
+def finish_run(path: str | Path, *, overrides: dict[str, Any] | None = None, history: str | Path | None = None) -> dict[str, Any]:
+    """Analyse a run folder, write summary.json, junit.xml and report.html, record the run in the
+    history (``history``: database path overriding the profile's), and return the summary."""
     record = RunRecord.load(path)
     settings = record.profile.analysis
     if overrides:
@@ -112,12 +113,87 @@ def finish_run(path: str | Path, *, overrides: dict[str, Any] | None = None) -> 
     analysis, summary = evaluate(record, settings)
     summary = redact_data(summary)  # secrets never reach summary.json, the report or the terminal
     folder = RunFolder(Path(path))
-    write_json(folder.summary, summary)
-    folder.report.write_text(render_report(_redacted(record), summary, analysis), encoding="utf-8")
-    return summary
+    return write_outputs(folder, _redacted(record), summary, history=history)
 
 
 def _redacted(record: RunRecord) -> RunRecord:
     """The record as reporters may show it: profile and meta without secrets (samples untouched)."""
     profile = Profile.from_dict(redact_data(record.profile.to_dict()))
     return replace(record, profile=profile, meta=redact_data(record.meta), run=redact_data(record.run))
+
+
+# --- outputs: summary.json, junit.xml, report.html, run history (issue #5) ------------
+
+
+def _log_tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of the target's log, read from its end (logs of long runs are big)."""
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 64 * 1024))
+        text = fh.read().decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:]
+
+
+def _previous_runs(record: RunRecord, summary: dict[str, Any], history_option: str | Path | None) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """Open the history database and compare this run with the previous runs of its profile.
+
+    Returns the open database (or ``None``), the summary's ``trend`` part, and the previous
+    rows (oldest first). A history that cannot be used is a note, never a failed run.
+    """
+    from .errors import SoakError
+    from .history import History, find_regressions, resolve_path
+
+    settings = record.profile.history
+    if not settings.record and history_option is None:
+        return None, {}, []
+    path = resolve_path(history_option, settings.path)
+    try:
+        db = History(path)
+        previous = db.runs(summary.get("profile"), limit=settings.trend_runs - 1, exclude=record.folder, before=summary.get("started_at"))
+    except SoakError as exc:
+        return None, {"database": str(path), "error": str(exc), "regressions": []}, []
+    trend = {"database": str(path), "previous_runs": len(previous), "regressions": find_regressions(summary.get("metrics") or {}, previous),
+             "fail_on_regression": settings.fail_on_regression}
+    return db, trend, previous
+
+
+def write_outputs(folder: RunFolder, record: RunRecord, summary: dict[str, Any], *, history: str | Path | None = None) -> dict[str, Any]:
+    """Write summary.json, junit.xml and report.html of a redacted record; record the run in the history.
+
+    A regression flagged against the history is a note (and fails the run, exit 1, when
+    ``history.fail_on_regression`` is set and the run would otherwise pass).
+    """
+    import sqlite3
+
+    from .history import entry_from_summary, target_revision
+    from .report.html import LOG_TAIL_LINES
+    from .report.junit import render_junit
+
+    db, trend, previous = _previous_runs(record, summary, history)
+    if trend:
+        summary = dict(summary, trend=trend)
+        messages = [r["message"] for r in trend.get("regressions", [])]
+        if trend.get("error"):
+            summary["notes"] = list(summary.get("notes", [])) + [f"run history not updated: {trend['error']}"]
+        elif messages and trend.get("fail_on_regression") and summary["verdict"] == Verdict.PASS.value:
+            summary.update(verdict=Verdict.LEAK.value, exit_code=Verdict.LEAK.exit_code,
+                           reasons=[f"regression: {m}" for m in messages] + list(summary.get("reasons", [])))
+        elif messages:
+            summary["notes"] = list(summary.get("notes", [])) + [f"regression: {m}" for m in messages]
+    rows: list[dict[str, Any]] = []
+    if db is not None:
+        try:
+            with db:
+                db.record(entry_from_summary(summary, record.folder, revision=target_revision()))
+                this = db.get(record.folder)
+            rows = previous + ([this] if this else [])
+        except sqlite3.Error as exc:
+            summary["notes"] = list(summary.get("notes", [])) + [f"run history not updated: {db.path}: {exc}"]
+    write_json(folder.summary, summary)
+    folder.junit.write_text(render_junit(summary), encoding="utf-8")
+    tail = [redact_text(line) for line in _log_tail(folder.target_log, LOG_TAIL_LINES)]  # the target's own words may hold secrets
+    folder.report.write_text(render_report(record, summary, log_tail=tail, trend_runs=rows), encoding="utf-8")
+    return summary

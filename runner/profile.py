@@ -28,6 +28,7 @@ __all__ = [
     "SamplingSettings",
     "AnalysisSettings",
     "ScenarioSettings",
+    "HistorySettings",
     "load_profile",
     "parse_profile",
     "parse_duration",
@@ -195,6 +196,20 @@ class ScenarioSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HistorySettings:
+    """The run history (see runner.history): where runs are recorded and how the trend is judged."""
+
+    #: Record this run in the history database.
+    record: bool = True
+    #: SQLite file; ``None``: $SOAK_HISTORY, else reports/history.sqlite (relative to the working folder).
+    path: str | None = None
+    #: Past runs of the same profile shown in the report's trend chart.
+    trend_runs: int = 20
+    #: A significant rise of bytes per connection against the previous passing runs fails the run (exit 1).
+    fail_on_regression: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Profile:
     """A resolved, validated load profile."""
 
@@ -206,6 +221,7 @@ class Profile:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     scenario: ScenarioSettings = field(default_factory=ScenarioSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for saving into a run folder (``meta.json``)."""
@@ -224,6 +240,7 @@ class Profile:
             "sampling": SamplingSettings,
             "analysis": AnalysisSettings,
             "scenario": ScenarioSettings,
+            "history": HistorySettings,
         }
         kwargs: dict[str, Any] = {"name": data.get("name", "run"), "source": data.get("source")}
         for section, klass in sections.items():
@@ -451,6 +468,12 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "min_cycles": _number(int, minimum=1),
     },
     "scenario": {"steps": _scenario_steps, "file": _optional(_string), "function": _string},
+    "history": {
+        "record": _boolean,
+        "path": _optional(_string),
+        "trend_runs": _number(int, minimum=2),
+        "fail_on_regression": _boolean,
+    },
 }
 _TOP_LEVEL = {"name": _string}
 
@@ -461,6 +484,7 @@ _SECTION_CLASSES = {
     "sampling": SamplingSettings,
     "analysis": AnalysisSettings,
     "scenario": ScenarioSettings,
+    "history": HistorySettings,
 }
 
 

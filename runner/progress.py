@@ -1,4 +1,13 @@
-"""Progress on long runs: a live line on a terminal (rich), plain periodic lines in CI logs."""
+"""Progress on long runs: a live panel on a terminal (rich), plain periodic lines in CI logs.
+
+The orchestrator calls :meth:`Progress.update` about once a second with the run's state
+(phase, elapsed and remaining seconds, open and closed connections, cycles per second,
+errors, RSS). Besides showing it, Progress keeps the (closed connections, RSS) pairs of
+the steady phase and shows the *slope so far*: RSS growth per closed connection, a
+Theil-Sen fit over at most :data:`SLOPE_POINTS` evenly thinned points after the first
+quarter (warm-up), refreshed every :data:`SLOPE_EVERY` seconds. It is a hint for the
+person watching, not the verdict (the analysis of the saved samples decides).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +15,18 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_bytes"]
+__all__ = ["Progress", "format_bytes", "format_state", "slope_so_far", "SLOPE_POINTS", "SLOPE_EVERY"]
+
+#: Most points the slope-so-far fit uses (Theil-Sen is quadratic in the points).
+SLOPE_POINTS = 300
+#: Seconds between two slope-so-far fits.
+SLOPE_EVERY = 5.0
+#: Fewest steady points (after warm-up) before a slope is shown.
+_SLOPE_MIN_POINTS = 8
 
 
 def format_bytes(value: float | None) -> str:
+    """``1.5 KB``, ``-12 B``, ``3.2 GB`` (binary units); ``-`` for None."""
     if value is None:
         return "-"
     sign = "-" if value < 0 else ""
@@ -21,17 +38,63 @@ def format_bytes(value: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+def slope_so_far(points: list[tuple[float, float]]) -> float | None:
+    """Theil-Sen slope of (closed connections, bytes) after the first quarter, or None (pure)."""
+    if len(points) < _SLOPE_MIN_POINTS:
+        return None
+    kept = points[len(points) // 4 :]
+    if len(kept) > SLOPE_POINTS:
+        step = len(kept) / SLOPE_POINTS
+        kept = [kept[int(i * step)] for i in range(SLOPE_POINTS)]
+    xs = [p[0] for p in kept]
+    if len(kept) < _SLOPE_MIN_POINTS or max(xs) == min(xs):
+        return None
+    from scipy import stats
+
+    return float(stats.theilslopes([p[1] for p in kept], xs)[0])
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def format_state(state: dict[str, Any], slope: float | None = None) -> str:
+    """One plain line of the run's state, for CI logs (pure)."""
+    parts = [
+        f"[{state.get('phase', '?'):>8}] {_clock(state.get('elapsed'))}",
+        f"left {_clock(state['remaining'])}" if state.get("remaining") is not None else None,
+        f"open {state.get('open', 0):>6}",
+        f"closed {state.get('closed', 0):>8}",
+        f"{state.get('rate', 0.0):7.1f} cycles/s",
+        f"errors {state.get('errors', 0)}",
+        f"rss {format_bytes(state.get('rss'))}",
+        f"slope so far {format_bytes(slope)}/conn" if slope is not None else None,
+    ]
+    return "  ".join(p for p in parts if p)
+
+
 class Progress:
-    """Receives the run's state once a second and shows it without flooding a log."""
+    """Receives the run's state once a second and shows it without flooding a log.
+
+    ``interactive`` (default: the stream is a TTY) selects a rich live panel; otherwise a
+    plain line every ``every`` seconds. ``quiet`` shows nothing.
+    """
 
     def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None, every: float = 10.0, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.every = every
         self.quiet = quiet
+        self.slope: float | None = None
+        self._points: list[tuple[float, float]] = []
+        self._last_fit = 0.0
         self._last_line = 0.0
-        self._live = None
-        self._console = None
+        self._live: Any = None
+        self._console: Any = None
         if self.interactive and not quiet:
             from rich.console import Console
             from rich.live import Live
@@ -49,25 +112,52 @@ class Progress:
         else:
             print(message, file=self.stream, flush=True)
 
+    def _track_slope(self, state: dict[str, Any]) -> None:
+        if state.get("phase") != "steady" or state.get("rss") is None or state.get("closed") is None:
+            return
+        self._points.append((float(state["closed"]), float(state["rss"])))
+        now = time.monotonic()
+        if now - self._last_fit >= SLOPE_EVERY:
+            self._last_fit = now
+            self.slope = slope_so_far(self._points)
+
     def update(self, state: dict[str, Any]) -> None:
-        """The current state: phase, elapsed, remaining, open, cycles/s, rss."""
+        """The current state: phase, elapsed, remaining, open, closed, rate, errors, rss."""
         if self.quiet:
             return
-        line = (
-            f"[{state['phase']:>8}] {state['elapsed']:7.0f}s"
-            + (f" (-{state['remaining']:.0f}s)" if state.get("remaining") is not None else "")
-            + f"  open {state['open']:>6}  closed {state['closed']:>8}  {state['rate']:7.1f} cycles/s"
-            + f"  errors {state['errors']}  rss {format_bytes(state.get('rss'))}"
-        )
+        self._track_slope(state)
         if self._live is not None:
-            self._live.update(line)
+            self._live.update(self._panel(state))
             return
         now = time.monotonic()
         if now - self._last_line >= self.every:
             self._last_line = now
-            print(line, file=self.stream, flush=True)
+            print(format_state(state, self.slope), file=self.stream, flush=True)
+
+    def _panel(self, state: dict[str, Any]) -> Any:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            table.add_column()
+        remaining = state.get("remaining")
+        table.add_row(
+            f"[bold]{state.get('phase', '?')}[/]",
+            f"elapsed {_clock(state.get('elapsed'))}" + (f"  left {_clock(remaining)}" if remaining is not None else ""),
+            f"open [bold]{state.get('open', 0):,}[/]  closed {state.get('closed', 0):,}",
+            f"{state.get('rate', 0.0):,.1f} cycles/s",
+        )
+        errors = state.get("errors", 0)
+        table.add_row(
+            f"errors {'[red]' if errors else ''}{errors:,}{'[/]' if errors else ''}",
+            f"rss {format_bytes(state.get('rss'))}",
+            f"slope so far {format_bytes(self.slope)}/conn" if self.slope is not None else "slope so far: collecting",
+            "",
+        )
+        return table
 
     def close(self) -> None:
+        """Stop the live panel (idempotent)."""
         if self._live is not None:
             self._live.stop()
             self._live = None

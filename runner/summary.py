@@ -2,6 +2,11 @@
 
 Schema history (``schema_version``):
     1 - verdict, reasons, metrics, load, sites, target, run.
+    2 - trend (added by runner.finish after the run history was consulted): ``database``,
+        ``previous_runs``, ``regressions`` (list of {metric, slope_per_connection, ci_low,
+        baseline, baseline_spread, baseline_runs, budget_per_connection, message}),
+        ``fail_on_regression``; or ``database`` and ``error`` when the history was unusable.
+        Absent when the history is off (history.record = false).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from .results import RunRecord
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def load_figures(record: RunRecord) -> dict[str, Any]:

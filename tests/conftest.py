@@ -14,6 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Runs made by the tests record their history in a throw-away database, never in the
+# developer's reports/history.sqlite (subprocesses inherit the variable).
+if "SOAK_HISTORY" not in os.environ:
+    import tempfile
+
+    os.environ["SOAK_HISTORY"] = str(Path(tempfile.mkdtemp(prefix="soak-test-history-")) / "history.sqlite")
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..errors import EXIT_RUN_ERROR, EXIT_USAGE, SoakError
 from ..redact import redact_text
-from . import analyze, report, run, worker
+from . import analyze, report, run, worker, history
 
 __all__ = ["main", "COMMANDS"]
 
@@ -17,6 +17,7 @@ COMMANDS = [
     ("run", run.RunCommand),
     ("analyze", analyze.AnalyzeCommand),
     ("report", report.ReportCommand),
+    ("history", history.HistoryCommand),
     ("worker", worker.WorkerCommand),
 ]
 
