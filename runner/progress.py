@@ -91,15 +91,15 @@ class Progress:
         self.quiet = quiet
         self.slope: float | None = None
         self._points: list[tuple[float, float]] = []
-        self._last_fit = 0.0
-        self._last_line = 0.0
+        self._last_fit: float | None = None  # monotonic time of the last fit / line (None: never)
+        self._last_line: float | None = None
         self._live: Any = None
         self._console: Any = None
         if self.interactive and not quiet:
             from rich.console import Console
             from rich.live import Live
 
-            self._console = Console(file=self.stream)
+            self._console = Console(file=self.stream, force_terminal=True)
             self._live = Live("", console=self._console, refresh_per_second=4, transient=True)
             self._live.start()
 
@@ -117,7 +117,7 @@ class Progress:
             return
         self._points.append((float(state["closed"]), float(state["rss"])))
         now = time.monotonic()
-        if now - self._last_fit >= SLOPE_EVERY:
+        if self._last_fit is None or now - self._last_fit >= SLOPE_EVERY:
             self._last_fit = now
             self.slope = slope_so_far(self._points)
 
@@ -127,10 +127,10 @@ class Progress:
             return
         self._track_slope(state)
         if self._live is not None:
-            self._live.update(self._panel(state))
+            self._live.update(self._panel(state), refresh=True)  # about once a second
             return
         now = time.monotonic()
-        if now - self._last_line >= self.every:
+        if self._last_line is None or now - self._last_line >= self.every:
             self._last_line = now
             print(format_state(state, self.slope), file=self.stream, flush=True)
 
