@@ -11,12 +11,14 @@ Leaks (the truth is LEAK):
 Benign decoys (the truth is PASS):
     clean         nothing outlives its connection
     warmup        a one-time pool: 8 KB per connection for the first ``--entries`` connections, then nothing
-    cache         a bounded LRU cache of ``--entries`` entries of ``--bytes``: fills, then plateaus
+    cache         an LRU cache of ``--bytes`` entries, unbounded for the first ``--fill-seconds`` after the
+                  first connection, then capped at the size it reached: fills, then plateaus (by time, so
+                  "full at 25% of the run" holds whatever churn rate this machine manages)
     gc            cyclic garbage per connection, the cyclic GC run only every ``--every`` connections (sawtooth)
     frag          odd-sized buffers kept in a bounded ring of ``--entries``: fragmentation that levels off
 
-``--heap-log FILE`` writes one JSON line every 0.1 s with the server's own closed-connection
-count and its traced Python heap (tracemalloc): the real heap series the replay benchmark
+``--heap-log FILE`` writes one JSON line every 0.5 s with the server's own closed-connection
+count and its traced Python heap (tracemalloc) just after a full collection: the real heap series the replay benchmark
 adds synthetic leaks to. tracemalloc does not see ctypes malloc, just as memray's Python
 view would not without native tracking.
 """
@@ -63,6 +65,9 @@ class Corpus:
         self.bytes = args.bytes
         self.every = max(args.every, 1)
         self.entries = args.entries
+        self.fill_seconds = args.fill_seconds
+        self.first_close: float | None = None
+        self.capacity: int | None = None
         self.closed = 0
         self.kept: dict[int, Any] = {}
         self.cache: collections.OrderedDict[int, bytearray] = collections.OrderedDict()
@@ -94,8 +99,12 @@ class Corpus:
         elif kind == "warmup" and n <= self.entries:
             self.kept[n] = bytearray(8192)
         elif kind == "cache":
+            now = time.monotonic()
+            self.first_close = self.first_close or now
+            if self.capacity is None and now - self.first_close >= self.fill_seconds:
+                self.capacity = len(self.cache)  # full: from now on every insert evicts
             self.cache[n] = bytearray(self.bytes)
-            if len(self.cache) > self.entries:
+            if self.capacity is not None and len(self.cache) > self.capacity:
                 self.cache.popitem(last=False)
         elif kind == "gc":
             a, b = _Cycle(self.bytes), _Cycle(self.bytes)
@@ -123,15 +132,20 @@ def make_handler(args: argparse.Namespace) -> Handler:
 
 
 def _start_heap_log(corpus: Corpus, path: Path) -> None:
-    """A daemon thread appending (t, closed, heap) every 0.1 s; it ends with the process."""
+    """A daemon thread appending (t, closed, heap) every 0.5 s; it ends with the process.
+
+    Like soak-runner's memray checkpoints, each reading follows a full ``gc.collect()``:
+    garbage that only waits for the cyclic collector is not counted as live heap.
+    """
     start = time.monotonic()
 
     def loop() -> None:
         with open(path, "a", encoding="utf-8", buffering=1) as fh:
             while True:
+                gc.collect()
                 current, _ = tracemalloc.get_traced_memory()
                 fh.write(json.dumps({"t": round(time.monotonic() - start, 3), "closed": corpus.closed, "heap": current}) + "\n")
-                time.sleep(0.1)
+                time.sleep(0.5)
 
     threading.Thread(target=loop, daemon=True, name="heap-log").start()
 
@@ -141,7 +155,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bytes", type=int, default=1024, help="bytes per leak or cache entry (default 1024)")
     p.add_argument("--every", type=int, default=100, help="one event in every N connections (default 100)")
     p.add_argument("--entries", type=int, default=5000, help="cache / warm-up / ring size in connections (default 5000)")
-    p.add_argument("--heap-log", default=None, help="append the traced heap every 0.1 s to this JSON-lines file")
+    p.add_argument("--fill-seconds", type=float, default=30.0, help="cache: seconds until it is full (default 30)")
+    p.add_argument("--heap-log", default=None, help="append the traced heap (after a full GC) every 0.5 s to this JSON-lines file")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ __all__ = [
     "analyse",
     "COUNT_BUDGET_PER_CONNECTION",
     "COUNT_DRAIN_TOLERANCE",
+    "DECELERATION_RATIO",
     "MIN_SAMPLES",
     "format_bytes",
 ]
@@ -42,6 +43,9 @@ COUNT_BUDGET_PER_CONNECTION = 0.01
 #: fds/threads still held after the drain, above the idle baseline, that a clean server may keep
 #: (a lazily opened log file, a resolver thread); more than this and a growing count is a leak.
 COUNT_DRAIN_TOLERANCE = 2
+#: Slowing down must also be material: the late half at least 10% slower than the window.
+#: (On a long, quiet series a 0.1% difference is "significant" and means nothing.)
+DECELERATION_RATIO = 0.9
 #: Fewest samples in the analysed window (and in its late half, doubled) for any verdict.
 MIN_SAMPLES = 8
 
@@ -169,10 +173,16 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
     if late.sum() >= MIN_SAMPLES // 2 and np.ptp(xw[late]) > 0:
         late_trend = mann_kendall(yw[late], alpha=settings.alpha)
         late_fit = theil_sen(xw[late], yw[late], alpha=settings.alpha, variance_factor=late_trend.variance_factor)
-    # Slowing down: the late half's whole interval lies below the window's slope. A leak keeps
+    # Slowing down: the late half's whole interval lies below the window's slope (and it is
+    # materially slower). A leak keeps
     # its pace (this happens to it by chance about alpha/2 of the time, costing a LEAK an
     # INCONCLUSIVE, never a PASS); a warm-up or a filling cache bends over.
-    decelerating = bool(late_fit is not None and fit.slope > 0 and late_fit.high < fit.slope)
+    decelerating = bool(
+        late_fit is not None
+        and fit.slope > 0
+        and late_fit.high < fit.slope
+        and late_fit.slope < DECELERATION_RATIO * fit.slope
+    )
 
     level = int(round(100 * (1 - settings.alpha)))
     if hour_budget is not None and hour_budget < budget and settings.budget_bytes_per_hour is not None:
