@@ -425,6 +425,7 @@ def _plan_load(profile: Profile) -> LoadPlan:
         fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[1],  # the soft limit is raised to this
         port_range=read_port_range(),
         source_addresses=load.source_addresses,
+        cpus=os.cpu_count() or 1,
     )
 
 

@@ -43,9 +43,10 @@ class WorkerCommand:
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--master", required=True, metavar="HOST[:PORT]", help=f"the soak run's Locust master (default port {DEFAULT_MASTER_PORT})")
         parser.add_argument("--config-timeout", type=float, default=120.0, metavar="SECONDS", help="give up when the master sends no run within this time (default 120)")
+        parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # local workers: end with the runner
 
     def run(self, args: argparse.Namespace) -> int:
         host, port = parse_master(args.master)
         from ..load.worker import WorkerOptions, run_worker  # imports Locust (gevent patching) only here
 
-        return run_worker(WorkerOptions(master_host=host, master_port=port, config_timeout=args.config_timeout))
+        return run_worker(WorkerOptions(master_host=host, master_port=port, config_timeout=args.config_timeout, parent_pid=args.parent_pid))

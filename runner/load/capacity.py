@@ -17,11 +17,15 @@ from typing import Sequence
 
 from ..errors import UsageError
 
-__all__ = ["LoadPlan", "plan_load", "FD_RESERVE", "PORT_HEADROOM", "is_loopback_host", "read_port_range"]
+__all__ = ["LoadPlan", "plan_load", "FD_RESERVE", "PORT_HEADROOM", "WORKERS_PER_CPU", "is_loopback_host", "read_port_range"]
 
 #: File descriptors a load process needs besides its connections (interpreter, ZeroMQ
 #: to the master, logs, psutil's /proc reads).
 FD_RESERVE = 200
+#: Most local worker processes per CPU: beyond that the workers starve each other (and a
+#: typo such as users = 1000000 must not fork fifty processes).
+WORKERS_PER_CPU = 4
+
 #: Share of the ephemeral port range a plan may use per source address: the rest is left
 #: for sockets in TIME_WAIT and for everything else on the machine.
 PORT_HEADROOM = 0.9
@@ -87,6 +91,7 @@ def plan_load(
     port_range: tuple[int, int],
     remote_workers: int = 0,
     source_addresses: str | Sequence[str] = "auto",
+    cpus: int = 2,
 ) -> LoadPlan:
     """Decide processes and source addresses for ``users`` connections, or raise UsageError.
 
@@ -97,9 +102,21 @@ def plan_load(
     """
     notes: list[str] = []
     per_process = max(1, fd_limit - FD_RESERVE)
+    most_local = WORKERS_PER_CPU * max(1, cpus)
+    if workers > most_local:
+        raise UsageError(
+            f"load.workers = {workers} is more local worker processes than {cpus} CPUs can drive (at most {most_local})",
+            hint="lower load.workers, or run the rest on other machines (load.remote_workers + soak worker --master HOST:PORT)",
+        )
     if workers == 0 and remote_workers == 0:
         if users > per_process:
             workers = math.ceil(users / per_process)
+            if workers > most_local:
+                raise UsageError(
+                    f"{users} users need at least {workers} workers at {fd_limit} fds each, "
+                    f"more than {cpus} CPUs can drive here (at most {most_local} local workers)",
+                    hint="lower load.users, or add workers on other machines (load.remote_workers + soak worker --master HOST:PORT)",
+                )
             notes.append(
                 f"{users} users exceed what one process can hold ({per_process} connections at {fd_limit} fds); "
                 f"running {workers} local Locust workers"

@@ -151,7 +151,11 @@ class WebSocketClient:
         self._flush()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Run the closing handshake, then release the socket; never raises on a dead peer."""
+        """Run the closing handshake, then release the socket whatever happens.
+
+        A peer that resets the connection or never finishes the handshake within the
+        timeout raises (OSError, TimeoutError): the caller counts it as a failed close.
+        """
         if self.sock is None:
             return
         try:
@@ -209,7 +213,7 @@ class WebSocketClient:
         for data in self.protocol.data_to_send():
             if data:
                 self.sock.sendall(data)
-            else:  # SEND_EOF: half-close
+            elif not self.protocol.reader.eof:  # SEND_EOF: half-close (pointless once the peer has closed)
                 try:
                     self.sock.shutdown(socket.SHUT_WR)
                 except OSError:

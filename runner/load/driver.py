@@ -34,7 +34,7 @@ from .cpu import cpu_reading
 from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_KEY, WorkerCounters
 from .user import make_user_class
 
-__all__ = ["LoadDriver", "stats_to_dict", "free_port", "target_host"]
+__all__ = ["LoadDriver", "stats_to_dict", "free_port", "target_host", "watch_stopping"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,6 +78,7 @@ class LoadDriver:
             user_class = make_user_class(url, settings, self.counters, source_addresses=self.plan.source_addresses, scenario=scenario)
             self.environment = Environment(user_classes=[user_class], stop_timeout=stop_timeout, catch_exceptions=True)
             self.runner = self.environment.create_local_runner()
+            watch_stopping(self.environment, user_class)
             return
         self.counters = WorkerCounters()
         placeholder = make_user_class(url, settings, LoadCounters())  # the master only needs the class name
@@ -121,7 +122,7 @@ class LoadDriver:
 
     def _spawn_local_workers(self, log_dir: Path | None) -> None:
         connect = "127.0.0.1" if self.master_host in ("*", "0.0.0.0", "") else self.master_host
-        command = [sys.executable, "-m", "runner", "worker", "--master", f"{connect}:{self.master_port}"]
+        command = [sys.executable, "-m", "runner", "worker", "--master", f"{connect}:{self.master_port}", "--parent-pid", str(os.getpid())]
         for index in range(self.plan.workers):
             if log_dir is not None:
                 log: IO[bytes] | int = open(Path(log_dir) / f"worker-{index + 1}.log", "wb")
@@ -208,6 +209,12 @@ class LoadDriver:
 
     def stats(self) -> dict:
         return stats_to_dict(self.environment)
+
+
+def watch_stopping(environment: Environment, user_class: type) -> None:
+    """Let held connections close as soon as the load stops (and hold again on the next start)."""
+    environment.events.test_stopping.add_listener(lambda **_: user_class.stopping.set())
+    environment.events.test_start.add_listener(lambda **_: user_class.stopping.clear())
 
 
 def target_host(url: str) -> str:

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable
 
 import gevent
+import gevent.event
 from locust import User, constant, task
 
 from ..profile import LoadSettings
@@ -40,6 +41,9 @@ class ChurnUser(User):
     source_addresses: tuple[str, ...] = ()
     #: Scenario, identity and TLS (runner.load.scenario); None: the plain echo loop.
     scenario: Any = None
+    #: Set when the load stops (the driver listens to Locust's test_stopping): a held
+    #: connection closes at once instead of sleeping out its hold through the drain.
+    stopping: gevent.event.Event = gevent.event.Event()
     _next_source = 0
 
     def _request(self, name: str, action: Callable[[], Any], length: int = 0) -> bool:
@@ -86,7 +90,7 @@ class ChurnUser(User):
                 if not self._request("echo", lambda: self._echo(client), len(self.payload)):
                     return
             if settings.hold:
-                gevent.sleep(settings.hold)
+                self.stopping.wait(settings.hold)
             self._request("close", client.close)
         finally:
             client.abort()
@@ -120,6 +124,7 @@ def make_user_class(
             "payload": payload,
             "source_addresses": source_addresses,
             "scenario": scenario,
+            "stopping": gevent.event.Event(),
             "wait_time": constant(settings.think),
             "host": url,
         },

@@ -26,9 +26,10 @@ from ..profile import Profile
 from .counters import LoadCounters
 from .cpu import cpu_reading
 from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_INTERVAL, REPORT_KEY
+from .driver import watch_stopping
 from .user import make_user_class
 
-__all__ = ["run_worker", "WorkerOptions", "raise_fd_limit"]
+__all__ = ["run_worker", "WorkerOptions", "raise_fd_limit", "die_with_parent"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,21 @@ class WorkerOptions:
     master_port: int
     #: Give up when no configuration arrives from the master within this many seconds.
     config_timeout: float = 120.0
+    #: Local workers: the runner's pid; the worker ends with it (no orphans holding sockets).
+    parent_pid: int | None = None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM this process when ``parent_pid`` (its parent) dies; exit now if it already has."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        raise LoadError(f"the runner (pid {parent_pid}) that started this worker is gone")
 
 
 def raise_fd_limit() -> int:
@@ -61,6 +77,8 @@ def _apply(user_class: type, configured: type) -> None:
 def run_worker(options: WorkerOptions) -> int:
     """Serve one master until it quits; returns the process exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if options.parent_pid is not None:
+        die_with_parent(options.parent_pid)
     fd_limit = raise_fd_limit()
     locust.runners.WORKER_REPORT_INTERVAL = REPORT_INTERVAL
     counters = LoadCounters()
@@ -104,6 +122,7 @@ def run_worker(options: WorkerOptions) -> int:
             "pid": os.getpid(),
         }
 
+    watch_stopping(environment, user_class)
     runner.register_message(MSG_CONFIG, on_config)
     environment.events.report_to_master.add_listener(on_report)
     runner.send_message(MSG_HELLO, {"pid": os.getpid(), "host": socket.gethostname()})

@@ -37,6 +37,14 @@ def test_too_few_explicit_workers_is_refused_with_what_is_needed():
     assert caught.value.exit_code == EXIT_USAGE
 
 
+def test_local_workers_are_bounded_by_the_cpus():
+    with pytest.raises(UsageError, match="1000000 users need at least 51 workers .*at most 8 local workers"):
+        plan(users=1_000_000, cpus=2)
+    with pytest.raises(UsageError, match="load.workers = 9 is more local worker processes than 2 CPUs"):
+        plan(workers=9, cpus=2)
+    assert plan(users=1_000_000, workers=1, remote_workers=50, cpus=2).processes == 51
+
+
 def test_remote_workers_count_towards_capacity():
     assert plan(users=50000, workers=1, remote_workers=2).processes == 3
 

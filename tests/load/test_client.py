@@ -100,3 +100,93 @@ def test_server_initiated_close_and_recv_timeout(echo_server):
         client.close()
     finally:
         server.shutdown()
+
+
+def _serve(handler):
+    """A websockets sync server in a thread, for tests that need the server to act."""
+    from websockets.sync.server import serve
+
+    server = serve(handler, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"ws://127.0.0.1:{server.socket.getsockname()[1]}/"
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_one_fd_and_no_thread_per_connection(echo_server):
+    before_fds, before_threads = _open_fds(), threading.active_count()
+    clients = [WebSocketClient(echo_server.url, timeout=5) for _ in range(20)]
+    for client in clients:
+        client.connect()
+    assert _open_fds() - before_fds == 20
+    assert threading.active_count() == before_threads
+    for client in clients:
+        client.close()
+    assert _open_fds() == before_fds
+
+
+def test_no_compression_unless_asked_and_headers_are_sent():
+    seen = {}
+
+    def handler(ws):
+        seen["extensions"] = ws.request.headers.get("Sec-WebSocket-Extensions")
+        seen["token"] = ws.request.headers.get("X-Token")
+        ws.send("ok")
+
+    server, url = _serve(handler)
+    try:
+        client = WebSocketClient(url, timeout=5, headers={"X-Token": "abc"})
+        client.connect()
+        assert client.recv() == "ok"
+        client.close()
+    finally:
+        server.shutdown()
+    assert seen == {"extensions": None, "token": "abc"}
+
+
+def test_server_ping_is_answered_while_receiving():
+    def handler(ws):
+        pong = ws.ping(b"are you there")
+        ws.send("pong received" if pong.wait(3) else "no pong")
+        ws.recv()
+
+    server, url = _serve(handler)
+    try:
+        client = WebSocketClient(url, timeout=5)
+        client.connect()
+        assert client.recv() == "pong received"
+        client.close()
+    finally:
+        server.shutdown()
+
+
+def test_source_address_is_bound():
+    def handler(ws):
+        ws.send(ws.remote_address[0])
+
+    server, url = _serve(handler)
+    try:
+        client = WebSocketClient(url, timeout=5, source_address="127.0.0.3")
+        client.connect()
+        assert client.recv() == "127.0.0.3"
+        client.close()
+    finally:
+        server.shutdown()
+
+
+def test_fragmented_message_is_reassembled():
+    def handler(ws):
+        ws.send(["frag", "mented"])  # one text message in two frames
+
+    server, url = _serve(handler)
+    try:
+        client = WebSocketClient(url, timeout=5)
+        client.connect()
+        assert client.recv() == "fragmented"
+        client.close()
+    finally:
+        server.shutdown()

@@ -113,3 +113,38 @@ def test_saturation_is_judged_over_windows_of_the_loaded_phases():
     quiet.feed("local", 0.0, 0.0, "steady")
     quiet.feed("local", 6.0, 3.0, "steady")
     assert not quiet.saturated and quiet.note() is None and quiet.to_dict()["peak_cpu_percent"] == 50.0
+
+
+def test_a_local_worker_ends_with_the_runner_that_started_it():
+    """No orphans: a worker started with --parent-pid gets SIGTERM when that process dies."""
+    import signal
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, subprocess, sys, time\n"
+         "w = subprocess.Popen([sys.executable, '-m', 'runner', 'worker', '--master', '127.0.0.1:9',"
+         " '--parent-pid', str(os.getpid())])\n"
+         "print(w.pid, flush=True)\n"
+         "time.sleep(600)\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    worker_pid = int(parent.stdout.readline())
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(worker_pid):
+            time.sleep(0.2)
+        assert not _alive(worker_pid)
+    finally:
+        if _alive(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
