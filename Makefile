@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky test test-slow bench-detect clean
+.PHONY: help install soak soak-leaky soak-release test test-slow bench-detect bench-report clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ soak: $(STAMP) ## soak the bundled clean target (PROFILE=profiles/x.toml for ano
 soak-leaky: $(STAMP) ## soak the bundled leaky target: must end LEAK (exit 1)
 	-$(BIN)/soak run profiles/leaky.toml
 
+soak-release: $(STAMP) ## the release check (~22 min, profiles/release.toml; TARGET="cmd --port {port}" for your server)
+	$(BIN)/soak run profiles/release.toml $(if $(TARGET),--target "$(TARGET)",) $(SOAK_ARGS)
+
 test: $(STAMP) ## run the test suite with coverage of runner/
 	$(BIN)/python -m pytest -m "not slow" --cov=runner --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
@@ -34,6 +37,9 @@ test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
 bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECORD=1 re-soaks the corpus first, ~25 min)
 	$(if $(RECORD),$(BIN)/python bench/detect.py record,)
 	$(BIN)/python bench/detect.py table $(BENCH_ARGS)
+
+bench-report: $(STAMP) ## report generation for a 12-hour run at 0.5 s (86,400 samples): seconds and peak memory
+	$(BIN)/python bench/report_bench.py $(BENCH_ARGS)
 
 clean: ## remove .venv, caches and run folders
 	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov *.egg-info
