@@ -15,9 +15,10 @@ from .progress import format_bytes
 from .redact import redact_data, redact_text
 from .report import render_report
 from .results import RunFolder, RunRecord, write_json
+from .sampling.memray_capture import ensure_reduced
 from .summary import build_summary
 
-__all__ = ["finish_run", "evaluate", "judge", "write_outputs"]
+__all__ = ["finish_run", "evaluate", "judge", "write_outputs", "rerender_report"]
 
 
 def judge(record: RunRecord, analysis: Analysis) -> tuple[Verdict, list[str]]:
@@ -106,6 +107,7 @@ def evaluate(record: RunRecord, settings: AnalysisSettings | None = None) -> tup
 def finish_run(path: str | Path, *, overrides: dict[str, Any] | None = None, history: str | Path | None = None) -> dict[str, Any]:
     """Analyse a run folder, write summary.json, junit.xml and report.html, record the run in the
     history (``history``: database path overriding the profile's), and return the summary."""
+    ensure_reduced(Path(path))  # reads a memray capture once; later calls reuse memray/reduced.json
     record = RunRecord.load(path)
     settings = record.profile.analysis
     if overrides:
@@ -197,3 +199,31 @@ def write_outputs(folder: RunFolder, record: RunRecord, summary: dict[str, Any],
     tail = [redact_text(line) for line in _log_tail(folder.target_log, LOG_TAIL_LINES)]  # the target's own words may hold secrets
     folder.report.write_text(render_report(record, summary, log_tail=tail, trend_runs=rows), encoding="utf-8")
     return summary
+
+
+def rerender_report(path: str | Path) -> Path:
+    """Write report.html again from a run folder: its saved summary.json (the verdict as judged,
+    with its trend) when there is one, the history rows of its profile (read only), the log tail."""
+    import json
+
+    from .errors import SoakError
+    from .history import History
+    from .report.html import LOG_TAIL_LINES
+
+    record = RunRecord.load(path)
+    folder = RunFolder(Path(path))
+    try:
+        summary = json.loads(folder.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = redact_data(evaluate(record)[1])
+    rows: list[dict[str, Any]] = []
+    database = (summary.get("trend") or {}).get("database")
+    if database:
+        try:
+            with History(database, create=False) as db:
+                rows = db.runs(summary.get("profile"), limit=record.profile.history.trend_runs, before=summary.get("started_at"))
+        except SoakError:
+            rows = []
+    tail = [redact_text(line) for line in _log_tail(folder.target_log, LOG_TAIL_LINES)]
+    folder.report.write_text(render_report(_redacted(record), summary, log_tail=tail, trend_runs=rows), encoding="utf-8")
+    return folder.report

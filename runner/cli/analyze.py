@@ -38,6 +38,7 @@ class AnalyzeCommand:
         for option, metavar, key, _, text in OPTIONS:
             parser.add_argument(option, metavar=metavar, dest=key, help=f"{text} [analysis.{key}]")
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+        parser.add_argument("--history", metavar="PATH", type=Path, help="run history database to record the run in (default: the profile's)")
 
     def run(self, args: argparse.Namespace) -> int:
         from ..finish import finish_run
@@ -48,7 +49,7 @@ class AnalyzeCommand:
             value = getattr(args, key)
             if value is not None:
                 overrides[key] = convert(value, option)
-        summary = finish_run(args.run_dir, overrides=overrides)
+        summary = finish_run(args.run_dir, overrides=overrides, history=args.history)
         if not args.quiet:
             print_verdict(summary, args.run_dir)
         return int(summary["exit_code"])

@@ -1,4 +1,4 @@
-"""Render report.html again from a saved run folder (summary.json is left as it is)."""
+"""Render report.html again from a saved run folder (summary.json, junit.xml and the history are left as they are)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,7 @@ class ReportCommand:
         parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a folder made by `soak run`")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..finish import evaluate
-        from ..report import render_report
-        from ..results import RunFolder, RunRecord
+        from ..finish import rerender_report
 
-        record = RunRecord.load(args.run_dir)
-        analysis, summary = evaluate(record)
-        folder = RunFolder(args.run_dir)
-        folder.report.write_text(render_report(record, summary, analysis), encoding="utf-8")
-        print(f"report: {folder.report}")
+        print(f"report: {rerender_report(args.run_dir)}")
         return 0

@@ -45,6 +45,7 @@ class RunCommand:
         output.add_argument("--out", metavar="DIR", type=Path, help="run folder (default reports/<UTC time>-<profile>/)")
         output.add_argument("--overwrite", action="store_true", help="replace the run in --out if it holds one")
         output.add_argument("--quiet", action="store_true", help="no progress output, only the verdict")
+        output.add_argument("--history", metavar="PATH", help="run history database (default: history.path, $SOAK_HISTORY, reports/history.sqlite)")
 
     def run(self, args: argparse.Namespace) -> int:
         from ..progress import Progress
@@ -52,6 +53,7 @@ class RunCommand:
         overrides = {
             "target": {"command": args.target, "url": args.url, "pid": args.pid, "memray": args.memray},
             "load": {"users": args.users, "spawn_rate": args.spawn_rate, "duration": args.duration, "workers": args.workers},
+            "history": {"path": args.history},
         }
         profile = load_profile(args.profile, overrides=overrides)
         from ..orchestrator import run_soak  # imports Locust (gevent patching) only when running

@@ -81,3 +81,18 @@ def _without_samples(record: RunRecord) -> RunRecord:
     from dataclasses import replace
 
     return replace(record, samples=record.samples[:50])
+
+
+def test_soak_report_and_analyze_rewrite_from_the_folder(leaky_folder, tmp_path, capsys):
+    from runner.cli import main
+    from runner.history import History
+
+    (leaky_folder / "report.html").unlink()
+    assert main(["report", str(leaky_folder)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {leaky_folder / 'report.html'}"
+    html = (leaky_folder / "report.html").read_text()
+    assert '<header class="banner leak"' in html and "&lt;script&gt;" in html
+    other = tmp_path / "other.sqlite"
+    assert main(["analyze", str(leaky_folder), "--quiet", "--history", str(other)]) == 1
+    with History(other) as db:
+        assert [r["verdict"] for r in db.runs("release")] == ["leak"]
