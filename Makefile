@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky soak-release test test-slow bench-detect bench-report clean
+.PHONY: help install soak soak-leaky soak-release test test-slow bench-detect bench-report bench-load bench-capacity clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECO
 
 bench-report: $(STAMP) ## report generation for a 12-hour run at 0.5 s (86,400 samples): seconds and peak memory
 	$(BIN)/python bench/report_bench.py $(BENCH_ARGS)
+
+bench-load: $(STAMP) ## load generator churn: cycles/s and CPU ms per cycle vs the bare asyncio websockets client (needs node, ~2 min)
+	$(BIN)/python bench/load_churn.py $(BENCH_ARGS)
+
+bench-capacity: $(STAMP) ## 50,000 concurrent connections held: errors and client KB per connection (heavy: ~6 min of both cores)
+	$(BIN)/python bench/load_capacity.py $(BENCH_ARGS)
 
 clean: ## remove .venv, caches and run folders
 	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov *.egg-info

@@ -8,6 +8,7 @@ thread, which is what lets one load process hold thousands of connections.
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
@@ -59,7 +60,7 @@ class WebSocketClient:
         max_size: int | None = 2**20,
     ) -> None:
         try:
-            self.uri = parse_uri(url)
+            self.uri = _parse_uri(url)
         except InvalidURI as exc:
             raise WebSocketError(str(exc)) from None
         self.timeout = timeout
@@ -233,6 +234,12 @@ class WebSocketClient:
                 self._pending.append(_decode(self._fragment_opcode, b"".join(self._fragments)))
                 self._fragments, self._fragment_opcode = [], None
         # Control frames need nothing here: the protocol answers pings and tracks closes.
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_uri(url: str) -> Any:
+    """websockets' parse_uri, once per URL: a churn loop opens the same URL thousands of times a second."""
+    return parse_uri(url)
 
 
 def _decode(opcode: Opcode, data: bytes) -> str | bytes:

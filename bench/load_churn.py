@@ -1,0 +1,168 @@
+"""Churn efficiency of the load generator, side by side with the bare asyncio ``websockets`` client.
+
+Every contender runs in its own fresh process against the SAME server (a dependency-free
+Node echo server, bench/echo_server.js) at the SAME concurrency, one after the other,
+twice in alternating order (the machine is shared and noisy). A cycle is
+connect -> one echo round trip -> close. Reported per contender: cycles/s and the
+load generator's own CPU time per cycle (user + system of its process).
+
+    .venv/bin/python bench/load_churn.py [--concurrency 50] [--seconds 10] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+HERE = Path(__file__).resolve().parent
+
+#: Each contender is a small program run with ``python -c``; it prints one JSON line.
+_ASYNCIO = r"""
+import asyncio, json, resource, sys, time
+from websockets.asyncio.client import connect
+url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+payload = "x" * 64
+counts = {"cycles": 0, "errors": 0}
+async def user(deadline):
+    while time.monotonic() < deadline:
+        try:
+            async with connect(url, compression=None, ping_interval=None) as ws:
+                await ws.send(payload)
+                assert await ws.recv() == payload
+            counts["cycles"] += 1
+        except Exception:
+            counts["errors"] += 1
+async def main():
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(*(user(deadline) for _ in range(concurrency)))
+cpu0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.monotonic()
+asyncio.run(main())
+elapsed = time.monotonic() - t0; cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+print(json.dumps({**counts, "elapsed": elapsed, "cpu": cpu}))
+"""
+
+_GEVENT = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent, json, resource, sys, time
+from runner.load.client import WebSocketClient
+url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+payload = "x" * 64
+counts = {"cycles": 0, "errors": 0}
+def user(deadline):
+    while time.monotonic() < deadline:
+        client = WebSocketClient(url, timeout=10)
+        try:
+            client.connect(); client.send(payload)
+            assert client.recv() == payload
+            client.close()
+            counts["cycles"] += 1
+        except Exception:
+            counts["errors"] += 1
+        finally:
+            client.abort()
+cpu0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.monotonic()
+deadline = t0 + seconds
+gevent.joinall([gevent.spawn(user, deadline) for _ in range(concurrency)])
+elapsed = time.monotonic() - t0; cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+print(json.dumps({**counts, "elapsed": elapsed, "cpu": cpu}))
+"""
+
+_LOCUST = r"""
+import locust, gevent, json, resource, sys, time
+from runner.load.driver import LoadDriver
+from runner.profile import LoadSettings
+url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+settings = LoadSettings(users=concurrency, spawn_rate=10000, messages=1, message_bytes=64)
+driver = LoadDriver(url, settings, stop_timeout=5)
+cpu0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.monotonic()
+driver.start(); gevent.sleep(seconds)
+driver.stop_users().join(timeout=10)
+elapsed = time.monotonic() - t0; cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+c = driver.counters
+print(json.dumps({"cycles": c.closed, "errors": c.errors, "elapsed": elapsed, "cpu": cpu}))
+driver.quit()
+"""
+
+CONTENDERS = {
+    "asyncio websockets (bare)": _ASYNCIO,
+    "soak client, bare gevent": _GEVENT,
+    "soak client via Locust user": _LOCUST,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the echo server never listened on port {port}")
+
+
+def _run(program: str, url: str, concurrency: int, seconds: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", program, url, str(concurrency), str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 120, cwd=HERE.parent,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"contender failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("bench-load needs node (for bench/echo_server.js)")
+    port = _free_port()
+    server = subprocess.Popen([node, str(HERE / "echo_server.js"), str(port)], stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port)
+        url = f"ws://127.0.0.1:{port}/"
+        totals = {name: {"cycles": 0, "errors": 0, "elapsed": 0.0, "cpu": 0.0} for name in CONTENDERS}
+        names = list(CONTENDERS)
+        for round_ in range(args.rounds):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                result = _run(CONTENDERS[name], url, args.concurrency, args.seconds)
+                for key in totals[name]:
+                    totals[name][key] += result[key]
+        print(f"concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s per contender, one echo of 64 B per cycle, node echo server")
+        base = totals[names[0]]
+        base_rate = base["cycles"] / base["elapsed"]
+        print(f"{'contender':32} {'cycles/s':>9} {'CPU ms/cycle':>13} {'errors':>7} {'vs bare':>8}")
+        for name, t in totals.items():
+            rate = t["cycles"] / t["elapsed"]
+            cpu_ms = 1000.0 * t["cpu"] / max(t["cycles"], 1)
+            print(f"{name:32} {rate:9.0f} {cpu_ms:13.3f} {t['errors']:7d} {rate / base_rate:7.2f}x")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
