@@ -90,6 +90,8 @@ class TargetSettings:
     url: str | None = None
     #: Run a Python target under memray; ``None`` means "yes when the command starts with {python}".
     memray: bool | None = None
+    #: Size cap of the memray capture in MB: tracking stops there (noted), psutil goes on.
+    memray_max_mb: float | None = 2048.0
     ready_timeout: float = 20.0
     #: Grace period between SIGTERM and SIGKILL when stopping the target.
     stop_timeout: float = 10.0
@@ -431,6 +433,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "command": _command,
         "url": _url,
         "memray": _optional(_boolean),
+        "memray_max_mb": _optional(_number(float, minimum=1)),
         "ready_timeout": _positive_duration,
         "stop_timeout": _duration,
         "pid": _optional(_number(int, minimum=1)),

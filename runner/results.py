@@ -200,6 +200,9 @@ class RunRecord:
     samples: list[dict[str, Any]]
     run: dict[str, Any] = field(default_factory=dict)
     locust_stats: dict[str, Any] = field(default_factory=dict)
+    #: ``memray/reduced.json`` (heap at GC checkpoints, per-site live bytes), or None
+    #: when the target did not run under memray. Its heap is already joined into ``samples``.
+    memray: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -221,7 +224,12 @@ class RunRecord:
         run = _read_optional_json(folder.run)
         stats = _read_optional_json(folder.locust_stats)
         profile = Profile.from_dict(meta.get("profile", {}))
-        return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats)
+        memray = _read_optional_json(folder.path / "memray" / "reduced.json") or None
+        if memray and memray.get("heap"):
+            from .sampling.memray_sites import join_heap  # the heap metric: memray's checkpoints, by time
+
+            samples = join_heap(samples, memray["heap"])
+        return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats, memray=memray)
 
 
 def _read_optional_json(path: Path) -> dict[str, Any]:

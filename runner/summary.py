@@ -15,6 +15,7 @@ from typing import Any
 
 from .analysis import Analysis, Verdict
 from .results import RunRecord
+from .sampling.memray_sites import leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
@@ -59,7 +60,7 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "verdict": final.value,
         "exit_code": final.exit_code,
         "reasons": reasons if reasons is not None else analysis.reasons,
-        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list(analysis.notes),
+        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", [])) + list(analysis.notes),
         "profile": record.profile.name,
         "started_at": record.meta.get("started_at"),
         "ended_at": run.get("ended_at"),
@@ -67,7 +68,8 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "complete": record.complete,
         "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
         "load": load_figures(record),
-        "sites": list(run.get("sites", [])),
+        "sites": leak_sites(record.memray, record.samples, budget=record.profile.analysis.budget_bytes_per_connection) if record.memray else list(run.get("sites", [])),
+        "memray": memray_summary(record.memray),
         "target": target,
         "phases": run.get("phases", []),
     }
