@@ -37,6 +37,7 @@ from .profile import Profile
 from .progress import Progress
 from .redact import redact_command, redact_data
 from .results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
+from .sampling.memray_run import MEMRAY_STARTUP_FACTOR, plan_memray, request_freeze
 from .sampling.process import TreeSampler
 from .target import AttachedTarget, StartedTarget, free_port, port_in_use, substitute
 
@@ -235,6 +236,11 @@ class _Run:
 
     # --- the run ---------------------------------------------------------------------
 
+    def _note(self, message: str) -> None:
+        """A one-line note for the terminal now and for the summary and report later."""
+        self.notes.append(message)
+        self.progress.note(message)
+
     def _start_target(self) -> str:
         target = self.profile.target
         if target.pid is not None:
@@ -250,24 +256,32 @@ class _Run:
                     )
                 url = f"ws://127.0.0.1:{ports[0]}/"
                 self.notes.append(f"--pid {target.pid}: load goes to {url} (its only listening port)")
-            if target.memray:
-                self.notes.append("memray skipped: the target was attached by --pid, not started by soak")
+            if target.memray is not False:
+                self._note("memray skipped: the target was attached by --pid, not started by soak (psutil metrics only)")
             return url
         assert target.command is not None and target.url is not None
         port = free_port() if any("{port}" in p for p in target.command) else None
         argv = substitute(target.command, port=port)
         url = target.url.replace("{port}", str(port)) if port is not None else target.url
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        started = StartedTarget(argv, self.folder.target_log, env=env)
+        max_mb = target.memray_max_mb
+        memray_plan = plan_memray(target, argv, self.folder.path, sampling_interval=self.profile.sampling.interval,
+                                  max_bytes=int(max_mb * 1e6) if max_mb is not None else None)
+        if memray_plan.note:
+            self._note(memray_plan.note)
+        started = StartedTarget(memray_plan.argv, self.folder.target_log, env=env)
         self.target = started
         meta = _read_json(self.folder.meta)
-        meta["target"] = {"command": argv, "url": url, "pid": started.pid}
+        meta["target"] = {"command": argv, "url": url, "pid": started.pid, "memray": memray_plan.tracked}
         write_json(self.folder.meta, redact_data(meta))
         self.progress.note(f"target started (pid {started.pid}): {' '.join(redact_command(argv))}")
         probe = (lambda: self.scenario.probe(url)) if self.scenario is not None else (lambda: _probe(url))
-        started.wait_ready(probe, self.profile.target.ready_timeout, cancelled=self.state.interrupted.is_set)
+        ready_timeout = self.profile.target.ready_timeout * (MEMRAY_STARTUP_FACTOR if memray_plan.tracked else 1)
+        started.wait_ready(probe, ready_timeout, cancelled=self.state.interrupted.is_set)
         if self.state.interrupted.is_set():
             raise _Interrupted()
+        if memray_plan.tracked:
+            request_freeze(self.folder.path)
         return url
 
     def execute(self) -> dict[str, Any]:
