@@ -25,9 +25,24 @@ __all__ = ["main"]
 
 HERE = Path(__file__).resolve().parent
 
-#: Each contender is a small program run with ``python -c``; it prints one JSON line.
-_ASYNCIO = r"""
-import asyncio, json, resource, sys, time
+#: Each contender is a small program run with ``python -c URL CONCURRENCY SECONDS``. It churns
+#: for 1 s of warm-up plus SECONDS, and reports the cycles and its own CPU time (user + system)
+#: inside the measured window only, as one JSON line.
+_WINDOW = r"""
+import json, resource, time
+WARMUP = 1.0
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+def mark(counts):
+    return {"t": time.monotonic(), "cpu": cpu(), "cycles": counts["cycles"], "errors": counts["errors"]}
+def report(a, b):
+    print(json.dumps({"cycles": b["cycles"] - a["cycles"], "errors": b["errors"] - a["errors"],
+                      "elapsed": b["t"] - a["t"], "cpu": b["cpu"] - a["cpu"]}))
+"""
+
+_ASYNCIO = _WINDOW + r"""
+import asyncio, sys
 from websockets.asyncio.client import connect
 url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 payload = "x" * 64
@@ -42,18 +57,21 @@ async def user(deadline):
         except Exception:
             counts["errors"] += 1
 async def main():
-    deadline = time.monotonic() + seconds
-    await asyncio.gather(*(user(deadline) for _ in range(concurrency)))
-cpu0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.monotonic()
+    deadline = time.monotonic() + WARMUP + seconds
+    users = [asyncio.create_task(user(deadline)) for _ in range(concurrency)]
+    await asyncio.sleep(WARMUP)
+    a = mark(counts)
+    await asyncio.sleep(seconds)
+    b = mark(counts)
+    await asyncio.gather(*users)
+    report(a, b)
 asyncio.run(main())
-elapsed = time.monotonic() - t0; cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-print(json.dumps({**counts, "elapsed": elapsed, "cpu": cpu}))
 """
 
 _GEVENT = r"""
 from gevent import monkey; monkey.patch_all()
-import gevent, json, resource, sys, time
+""" + _WINDOW + r"""
+import gevent, sys
 from runner.load.client import WebSocketClient
 url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 payload = "x" * 64
@@ -70,29 +88,37 @@ def user(deadline):
             counts["errors"] += 1
         finally:
             client.abort()
-cpu0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.monotonic()
-deadline = t0 + seconds
-gevent.joinall([gevent.spawn(user, deadline) for _ in range(concurrency)])
-elapsed = time.monotonic() - t0; cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-print(json.dumps({**counts, "elapsed": elapsed, "cpu": cpu}))
+deadline = time.monotonic() + WARMUP + seconds
+users = [gevent.spawn(user, deadline) for _ in range(concurrency)]
+gevent.sleep(WARMUP)
+a = mark(counts)
+gevent.sleep(seconds)
+b = mark(counts)
+gevent.joinall(users)
+report(a, b)
 """
 
 _LOCUST = r"""
-import locust, gevent, json, resource, sys, time
+import locust
+""" + _WINDOW + r"""
+import gevent, sys
 from runner.load.driver import LoadDriver
 from runner.profile import LoadSettings
 url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 settings = LoadSettings(users=concurrency, spawn_rate=10000, messages=1, message_bytes=64)
 driver = LoadDriver(url, settings, stop_timeout=5)
-cpu0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.monotonic()
-driver.start(); gevent.sleep(seconds)
+class Counts(dict):
+    def __getitem__(self, key):
+        return driver.counters.closed if key == "cycles" else driver.counters.errors
+counts = Counts()
+driver.start()
+gevent.sleep(WARMUP)
+a = mark(counts)
+gevent.sleep(seconds)
+b = mark(counts)
 driver.stop_users().join(timeout=10)
-elapsed = time.monotonic() - t0; cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-c = driver.counters
-print(json.dumps({"cycles": c.closed, "errors": c.errors, "elapsed": elapsed, "cpu": cpu}))
 driver.quit()
+report(a, b)
 """
 
 CONTENDERS = {
