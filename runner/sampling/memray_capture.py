@@ -38,6 +38,7 @@ __all__ = [
     "REDUCED_FORMAT",
     "MAX_POINTS",
     "KEEP_SITES",
+    "FLAMEGRAPH_MAX_BYTES",
     "ensure_reduced",
     "reduce_capture",
     "read_checkpoints",
@@ -51,6 +52,9 @@ REDUCED_FORMAT = 1
 MAX_POINTS = 400
 #: Sites kept in the cache: the largest growers and the largest holders at the end.
 KEEP_SITES = 60
+#: Largest capture rendered as a flame graph at the end of a run: memray's renderer takes
+#: about 15 s per MB of capture here (bench/memray_bench.py), far longer than the reduction.
+FLAMEGRAPH_MAX_BYTES = 32_000_000
 #: Most memory snapshots the reader builds (memray's own default is 10,000).
 MAX_MEMORY_RECORDS = 20_000
 
@@ -344,7 +348,12 @@ def ensure_reduced(folder: Path, *, flamegraph: bool = True) -> dict[str, Any] |
             "capture_bytes": files.capture.stat().st_size,
             "capture_mtime": files.capture.stat().st_mtime,
         }
-    if flamegraph and reduced["status"] != "unreadable":
+    if flamegraph and reduced["status"] != "unreadable" and reduced["capture_bytes"] > FLAMEGRAPH_MAX_BYTES:
+        reduced["notes"].append(
+            f"memray: no flame graph: the capture is {reduced['capture_bytes'] / 1e6:.0f} MB; "
+            f"render it yourself with `memray flamegraph --temporal --no-web {files.capture}`"
+        )
+    elif flamegraph and reduced["status"] != "unreadable":
         began = time.perf_counter()
         failure = render_flamegraph(files.capture, files.flamegraph)
         reduced["flamegraph_seconds"] = round(time.perf_counter() - began, 3)

@@ -78,11 +78,13 @@ def _run_script(tmp_path, sig: int) -> tuple[int, TrackedTarget]:
     ready = tmp_path / "ready"
     target = TrackedTarget(tmp_path, [], checkpoint_interval=0.2)
     target.start_code(NO_HANDLER, [str(ready)], ready)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60  # a few checkpoints, however slow the machine is today
+    while len(read_checkpoints(target.files.checkpoints)["walls"]) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
     return target.stop(sig), target
 
 
-def test_sigterm_without_a_handler_finalises_the_capture(tmp_path):
+def test_sigterm_without_a_handler_finalises_the_capture(tmp_path, monkeypatch):
     code, target = _run_script(tmp_path, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM  # the launcher's handler: SystemExit, so tracking ends cleanly
     log = read_checkpoints(target.files.checkpoints)
@@ -91,6 +93,14 @@ def test_sigterm_without_a_handler_finalises_the_capture(tmp_path):
     assert reduced["status"] == "complete" and reduced["heap"]
     grow = [s for s in reduced["sites"] if s["function"] == "grow"]
     assert grow and grow[0]["location"].endswith(":4") and grow[0]["live"][-1] > grow[0]["live"][0]
+
+    # a capture too big to render gets a note that says how to render it by hand
+    import runner.sampling.memray_capture as capture_module
+
+    monkeypatch.setattr(capture_module, "FLAMEGRAPH_MAX_BYTES", 1)
+    target.files.reduced.unlink()
+    again = ensure_reduced(tmp_path, flamegraph=True)
+    assert again["flamegraph"] is None and any("memray flamegraph --temporal" in n for n in again["notes"])
 
 
 def test_sigkill_leaves_a_readable_capture_with_a_note(tmp_path):
