@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky soak-release test test-slow bench-detect bench-report bench-load bench-capacity clean
+.PHONY: help install soak soak-leaky soak-release test test-slow bench-detect bench-report bench-load bench-capacity bench-memray clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench-load: $(STAMP) ## load generator churn: cycles/s and CPU ms per cycle vs t
 
 bench-capacity: $(STAMP) ## 50,000 concurrent connections held: errors and client KB per connection (heavy: ~6 min of both cores)
 	$(BIN)/python bench/load_capacity.py $(BENCH_ARGS)
+
+bench-memray: $(STAMP) ## memray's cost: churn and target CPU with/without it side by side, capture MB and analysis s per 1,000 connections (~3 min)
+	$(BIN)/python bench/memray_bench.py $(BENCH_ARGS)
 
 clean: ## remove .venv, caches and run folders
 	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov *.egg-info
