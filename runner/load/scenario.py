@@ -37,6 +37,7 @@ import itertools
 import json
 import ssl
 import sys
+import sysconfig
 import time
 import traceback
 from contextlib import contextmanager
@@ -68,6 +69,7 @@ __all__ = [
 REQUEST_TYPE = "WS"
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 _STATE_ATTRIBUTE = "_soak_scenario_state"
+_LIBRARY_DIRS = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
 
 
 class ExpectationFailed(WebSocketError):
@@ -174,6 +176,13 @@ def _user_frames(tb: Any) -> list[traceback.FrameSummary]:
     return [f for f in frames if not f.filename.startswith(_PACKAGE_DIR) and "importlib" not in f.filename and "/gevent/" not in f.filename]
 
 
+def _user_tb(tb: Any) -> Any:
+    """The traceback from the first frame of the user's code on (Locust formats it for locust_stats.json)."""
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return tb
+
+
 def format_user_traceback(exc: BaseException) -> str:
     """A traceback like Python's, with the user's frames only."""
     lines = ["Traceback (most recent call last):\n"]
@@ -182,13 +191,19 @@ def format_user_traceback(exc: BaseException) -> str:
     return "".join(lines)
 
 
+def _is_library(filename: str) -> bool:
+    return filename.startswith(_LIBRARY_DIRS) or "site-packages" in filename or filename.startswith("<")
+
+
 def _where(exc: BaseException) -> str:
-    frames = _user_frames(exc.__traceback__)
+    """``file:line in function`` of the deepest frame in the user's own files (not ours, not a library's)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{Path(exc.filename).name}:{exc.lineno}"
-    if not frames:
+    frames = _user_frames(exc.__traceback__)
+    own = [f for f in frames if not _is_library(f.filename)] or frames
+    if not own:
         return "?"
-    last = frames[-1]
+    last = own[-1]
     return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
@@ -474,13 +489,25 @@ class ScenarioPlan:
             recorder.record("scenario", start, exc)
             return False
         except Exception as exc:  # noqa: BLE001 - a bug in the user's scenario: stop the run with their traceback
-            user_traceback = format_user_traceback(exc)
-            if not self._bug_reported:
-                self._bug_reported = True
-                print(f"soak: the scenario in {self.code_file} raised an exception (your code, not soak-runner's):", file=sys.stderr)
-                print(user_traceback, file=sys.stderr, end="", flush=True)
-            raise ScenarioBug(f"the scenario raised {_one_line(exc)} at {_where(exc)}", user_traceback) from None
+            self._report_bug(recorder.user, exc)
         return True
+
+    def _report_bug(self, user: Any, exc: Exception) -> None:
+        """Hand the user's bug to Locust as a user error carrying *their* frames, print it once, stop this user.
+
+        Locust's runners turn ``user_error`` into ``runner.exceptions`` (a worker sends it to the
+        master), which the driver's check turns into a LoadError: the run stops with exit 3.
+        """
+        from locust.exception import StopUser  # only ever reached inside a Locust run
+
+        user_traceback = format_user_traceback(exc)
+        if not self._bug_reported:
+            self._bug_reported = True
+            print(f"soak: the scenario in {self.code_file} raised an exception (your code, not soak-runner's):", file=sys.stderr)
+            print(user_traceback, file=sys.stderr, end="", flush=True)
+        bug = ScenarioBug(f"the scenario raised {_one_line(exc)} at {_where(exc)}", user_traceback)
+        user.environment.events.user_error.fire(user_instance=user, exception=bug, tb=_user_tb(exc.__traceback__))
+        raise StopUser() from None
 
 
 def build_plan(profile: Any) -> ScenarioPlan | None:

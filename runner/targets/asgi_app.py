@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1: no supervisor)")
     p.add_argument("--leak-bytes", type=int, default=0, help="bytes each connection leaves behind (default 0: clean)")
+    p.add_argument("--healthcheck-timeout", type=int, default=60, help="seconds a worker may take to answer uvicorn's supervisor (default 60)")
     args = p.parse_args(argv)
     os.environ[LEAK_ENV] = str(args.leak_bytes)
     uvicorn.run(
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ws_ping_interval=None,  # the load does not need keepalive pings
         log_level="warning",
         lifespan="off",
+        # uvicorn kills a worker that does not answer its supervisor's ping within 5 s by default;
+        # on a 2-core machine saturated by the soak itself that restarts workers in a loop.
+        timeout_worker_healthcheck=args.healthcheck_timeout,
     )
 
 

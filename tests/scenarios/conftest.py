@@ -79,7 +79,7 @@ class ChatServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        wait_for_port(self.port, timeout=60)  # a loaded CI machine can take long to start Python
         self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
@@ -100,6 +100,13 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 @pytest.fixture
 def chat_server() -> Iterator[ChatServer]:
     server = ChatServer("--require-header", "X-Soak-User")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def open_chat_server() -> Iterator[ChatServer]:
+    server = ChatServer()
     yield server
     server.stop()
 
