@@ -92,6 +92,9 @@ class TargetSettings:
     memray: bool | None = None
     #: Size cap of the memray capture in MB: tracking stops there (noted), psutil goes on.
     memray_max_mb: float | None = 2048.0
+    #: Trace every Python object allocation (memray's trace_python_allocators): exact sites
+    #: for leaks of small (< 512 B) objects, at about 1.7x the CPU and 40x the capture size.
+    memray_python_allocators: bool = False
     ready_timeout: float = 20.0
     #: Grace period between SIGTERM and SIGKILL when stopping the target.
     stop_timeout: float = 10.0
@@ -434,6 +437,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "url": _url,
         "memray": _optional(_boolean),
         "memray_max_mb": _optional(_number(float, minimum=1)),
+        "memray_python_allocators": _boolean,
         "ready_timeout": _positive_duration,
         "stop_timeout": _duration,
         "pid": _optional(_number(int, minimum=1)),
