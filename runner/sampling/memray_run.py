@@ -58,6 +58,7 @@ def plan_memray(target: TargetSettings, argv: list[str], folder: Path, *, sampli
             checkpoint_interval=max(MIN_CHECKPOINT_INTERVAL, sampling_interval),
             memory_interval_ms=MEMORY_INTERVAL_MS,
             max_bytes=max_bytes,
+            python_allocators=target.memray_python_allocators,
         )
     except UnsupportedCommand as exc:
         return MemrayPlan(argv, False, f"memray skipped: {exc} (run the server without it, or with --no-memray)")

@@ -51,6 +51,9 @@ def _target(command, **extra):
 def test_plan_wraps_a_python_target_and_skips_others_with_a_note(tmp_path):
     plan = plan_memray(_target("{python} -m app --port {port}"), [sys.executable, "-m", "app", "--port", "5"], tmp_path, sampling_interval=0.5, max_bytes=None)
     assert plan.tracked and plan.note is None and plan.argv[-4:] == ["-m", "app", "--port", "5"]
+    assert "--python-allocators" not in plan.argv
+    exact = plan_memray(_target("{python} -m app --port {port}", memray_python_allocators=True), [sys.executable, "-m", "app"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    assert "--python-allocators" in exact.argv
     assert (tmp_path / "memray").is_dir()
     request_freeze(tmp_path)
     assert "freeze" in MemrayFiles(tmp_path).control.read_text()
