@@ -13,7 +13,8 @@ then measures, each in a fresh child process so peak memory is that step's own:
 - ``finish``: the whole ``soak analyze`` path (load samples.jsonl, analysis, summary,
   junit, report, history).
 
-Prints one line per step: wall seconds and peak RSS (ru_maxrss) of the child.
+Prints one line per step: wall seconds of the step, peak RSS (ru_maxrss) of the child, and
+its peak before the step began (for ``report``: the 86,400 loaded samples and the analysis).
 :func:`synthetic_run` is also used by the tests (a run folder without running anything).
 """
 
@@ -132,6 +133,7 @@ if step == "report":
     from runner.results import RunRecord
     record = RunRecord.load(folder)
     analysis, summary = evaluate(record)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the loaded record and its analysis
     started = time.perf_counter()
     html = render_report(record, summary, log_tail=(folder / "target.log").read_text().splitlines()[-60:])
     xml = render_junit(summary)
@@ -139,12 +141,14 @@ if step == "report":
     size = len(html)
 else:
     from runner.finish import finish_run
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the interpreter and its imports
     started = time.perf_counter()
     summary = finish_run(folder, history=history)
     seconds = time.perf_counter() - started
     size = (folder / "report.html").stat().st_size
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"step": step, "seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1), "report_kb": round(size / 1024)}))
+print(json.dumps({"step": step, "seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1),
+                  "before_mb": round(before / 2**20, 1), "report_kb": round(size / 1024)}))
 """
 
 
@@ -167,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         for step in ("report", "finish"):
             result = _measure(step, folder, Path(tmp) / "history.sqlite")
             label = "report.html + junit.xml" if step == "report" else "whole soak analyze (load, analysis, outputs, history)"
-            print(f"{step:>7}: {result['seconds']:6.2f} s, peak RSS {result['peak_rss_mb']:6.1f} MB, report {result['report_kb']} KB  ({label})")
+            print(f"{step:>7}: {result['seconds']:6.2f} s, peak RSS {result['peak_rss_mb']:6.1f} MB "
+                  f"({result['before_mb']:.0f} MB before the step), report {result['report_kb']} KB  ({label})")
     return 0
 
 

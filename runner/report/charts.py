@@ -153,7 +153,36 @@ class Columns:
             table = np.array([[v if isinstance(v, (int, float)) else np.nan for v in row] for row in rows], dtype=float).reshape(-1, len(self.FIELDS))
         self._arrays = {key: table[:, index] for index, key in enumerate(self.FIELDS)}
         self.phase = np.array([str(s.get("phase") or "") for s in samples], dtype=object)
-        self.lat = [(float(s["t"]), s["lat"]) for s in samples if isinstance(s.get("lat"), Mapping)]
+        #: {request name: (t, p50, p99) arrays} from the samples' "lat" fields.
+        self.latency = self._latency(samples)
+
+    @staticmethod
+    def _latency(samples: Sequence[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        series: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+        for sample in samples:
+            lat = sample.get("lat")
+            if lat.__class__ is not dict:  # not isinstance(Mapping): this loop runs 86,400 times
+                continue
+            t = sample["t"]
+            for name, values in lat.items():
+                if values.__class__ not in (list, tuple) or len(values) < 3:
+                    continue
+                bucket = series.get(name)
+                if bucket is None:
+                    bucket = series[name] = ([], [], [])
+                bucket[0].append(t)
+                bucket[1].append(values[0])
+                bucket[2].append(values[2] if values[2] is not None else values[0])
+        out = {}
+        for name, (ts, p50, p99) in series.items():
+            try:
+                arrays = (np.array(ts, dtype=float), np.array(p50, dtype=float), np.array(p99, dtype=float))
+            except (TypeError, ValueError):
+                continue
+            keep = ~np.isnan(arrays[1])
+            if keep.any():
+                out[str(name)] = (arrays[0][keep], arrays[1][keep], np.where(np.isnan(arrays[2]), arrays[1], arrays[2])[keep])
+        return out
 
     def __len__(self) -> int:
         return self.length
@@ -351,11 +380,7 @@ def latency_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequ
     Long runs: per time bucket, the median of the p50s and the worst p99.
     """
     samples = _as_columns(samples)
-    series: dict[str, list[tuple[float, float, float]]] = {}
-    for t, lat in samples.lat:
-        for name, values in lat.items():
-            if isinstance(values, (list, tuple)) and len(values) >= 3 and values[0] is not None:
-                series.setdefault(str(name), []).append((t, float(values[0]), float(values[2] if values[2] is not None else values[0])))
+    series = samples.latency
     if not series:
         return None
     t_all = _column(samples, "t")
@@ -364,12 +389,11 @@ def latency_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequ
     ax = axes[0][0]
     _shade_phases(ax, phases, float(t_all[-1]), divisor, begin=float(t_all[0]))
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-    for index, (name, points) in enumerate(sorted(series.items())):
-        array = np.array(points)
+    for index, (name, (times, p50, p99)) in enumerate(sorted(series.items())):
         colour = palette[index % len(palette)]
-        xs, ys = bucket_reduce(array[:, 0], array[:, 2], np.max, MAX_BUCKETS // 2)
+        xs, ys = bucket_reduce(times, p99, np.max, MAX_BUCKETS // 2)
         ax.plot(xs / divisor, ys, color=colour, lw=0.8, alpha=0.55, label=f"{name} p99")
-        xs, ys = bucket_reduce(array[:, 0], array[:, 1], np.median, MAX_BUCKETS // 2)
+        xs, ys = bucket_reduce(times, p50, np.median, MAX_BUCKETS // 2)
         ax.plot(xs / divisor, ys, color=colour, lw=1.2, label=f"{name} p50")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g} ms"))
