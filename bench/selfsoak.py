@@ -1,11 +1,12 @@
 """Self-soak: does the runner itself leak? Soak the bundled echo server for a long time while
 sampling the *runner's* own process, then judge the runner's memory with the project's own
-leak-slope analysis (the same ``finish_run`` that judges a target).
+leak-slope analysis (``soak analyze``, exactly as a target is judged).
 
     .venv/bin/python bench/selfsoak.py --duration 30m --out reports/selfsoak
 
 Layout of ``--out``: ``inner/`` is the ordinary run folder of the soak the runner did;
-the top folder is a run folder whose "target" is the runner process (pid, RSS, USS, fds,
+``code/`` is the frozen copy of the runner package that ran (the working tree may change
+during half an hour); the top folder is a run folder whose "target" is the runner process (pid, RSS, USS, fds,
 threads), with the inner run's connection counters and phases, so ``soak analyze`` and
 ``soak report`` work on it. Exit code: the verdict's (0 pass, 1 leak, 3 error, 4 inconclusive).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,6 @@ from typing import Any
 
 import psutil
 
-from runner.finish import finish_run
 from runner.profile import format_duration, parse_duration, parse_profile
 from runner.results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
 
@@ -67,6 +68,17 @@ def sample_runner(process: psutil.Process) -> dict[str, Any] | None:
         return None
 
 
+def snapshot_code(folder: Path) -> Path:
+    """Copy the ``runner`` package into ``folder`` and return it (for PYTHONPATH).
+
+    A soak takes half an hour; the working tree may change meanwhile (templates are read
+    lazily at the end). The soak and its verdict run this frozen copy instead.
+    """
+    source = Path(__file__).resolve().parent.parent / "runner"
+    shutil.copytree(source, folder / "runner", ignore=shutil.ignore_patterns("__pycache__"))
+    return folder.resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", default="30m", help="steady churn of the inner soak (default 30m)")
@@ -102,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         encoding="utf-8",
     )
-    command = [sys.executable, "-m", "runner", "run", str(profile_file), "--out", str(inner.path), "--quiet"]
+    code_dir = snapshot_code(out / "code")
+    env = dict(os.environ, PYTHONPATH=str(code_dir))
+    command = [sys.executable, "-m", "runner", "run", str(profile_file.resolve()), "--out", str(inner.path.resolve()), "--quiet"]
     log = open(out / "runner.log", "wb")
-    runner = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    runner = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=code_dir, env=env)
     process = psutil.Process(runner.pid)
     profile = parse_profile(
         {"target": {"pid": runner.pid, "url": "ws://127.0.0.1:1/"}, "load": {"users": args.users, "duration": duration}},
@@ -172,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
             "notes": [f"inner soak verdict exit code {code} (the echo server's own verdict)"],
         },
     )
-    summary = finish_run(out)
+    # judged by the snapshot too (``soak analyze``), so the verdict uses the code that ran
+    analyze = subprocess.run([sys.executable, "-m", "runner", "analyze", str(out.resolve()), "--quiet"], cwd=code_dir, env=env,
+                             capture_output=True, text=True)
+    if not outer.summary.exists():
+        print(analyze.stderr, file=sys.stderr)
+        return 3
+    summary = json.loads(outer.summary.read_text(encoding="utf-8"))
     print(f"runner memory verdict: {summary['verdict'].upper()} - {summary['reasons'][0]}")
     for name, metric in summary["metrics"].items():
         print(f"  {name}: {metric['reason']}")

@@ -102,7 +102,8 @@ class Soak:
             self.process.wait(timeout=10)
 
 
-def start_soak(tmp_path: Path, fault_args: str = "", *, extra: list[str] | None = None, **profile: Any) -> Soak:
+def start_soak(tmp_path: Path, fault_args: str = "", *, extra: list[str] | None = None, env: dict[str, str] | None = None,
+               **profile: Any) -> Soak:
     """``soak run`` of the faulty target with ``fault_args``; the marker tags every process of this test."""
     marker = f"fault-{uuid.uuid4().hex[:12]}"
     command = f"{{python}} {FAULTY} --port {{port}} --say {marker} {fault_args}"
@@ -114,7 +115,7 @@ def start_soak(tmp_path: Path, fault_args: str = "", *, extra: list[str] | None 
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     return Soak(process=process, out=out, marker=marker)
 

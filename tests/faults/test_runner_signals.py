@@ -15,6 +15,8 @@ import pytest
 
 from tests.faults.conftest import ROOT, assert_nothing_left
 
+pytestmark = pytest.mark.faults
+
 #: The issue's promise: an interrupted run has finished its report and exited within this.
 EXIT_WITHIN = 30
 
@@ -35,7 +37,7 @@ def _listening(pid: int) -> list[psutil._common.addr]:
     return addresses
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_finishes_the_report_and_leaves_nothing(soak_run, sig):
     soak = soak_run("", load={"users": 10, "spawn_rate": 10, "duration": "10m"})
     soak.wait_for_phase("steady")
@@ -60,6 +62,7 @@ def test_interrupt_finishes_the_report_and_leaves_nothing(soak_run, sig):
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_stops_at_once_and_the_folder_is_still_readable(soak_run):
     # a target that ignores SIGTERM: the first Ctrl-C would wait its whole stop_timeout
     soak = soak_run("--ignore-sigterm", load={"users": 10, "spawn_rate": 10, "duration": "10m"}, target={"stop_timeout": "10m"})
@@ -77,6 +80,7 @@ def test_second_ctrl_c_stops_at_once_and_the_folder_is_still_readable(soak_run):
     assert (soak.out / "report.html").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("helpers", ["--children 1", "--children 1 --escape"], ids=["in-group", "escaped"])
 def test_sigkilled_runner_takes_its_target_along_and_leaves_an_analysable_folder(soak_run, helpers):
     soak = soak_run(helpers, load={"users": 10, "spawn_rate": 10, "duration": "10m"}, interval="0.2s")
@@ -98,6 +102,7 @@ def test_sigkilled_runner_takes_its_target_along_and_leaves_an_analysable_folder
     assert any("stopped before the run finished" in r for r in summary["reasons"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_a_slow_target_starts_does_not_wait_out_ready_timeout(soak_run):
     soak = soak_run("--never-ready", target={"ready_timeout": "10m"})
     soak.wait_for_line("fault: starting up forever")

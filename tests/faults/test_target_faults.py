@@ -6,6 +6,8 @@ import pytest
 
 from tests.faults.conftest import assert_nothing_left
 
+pytestmark = pytest.mark.faults
+
 
 def _error_run_checks(code: int, stdout: str, stderr: str) -> None:
     assert code == 3, stdout + stderr
@@ -13,6 +15,7 @@ def _error_run_checks(code: int, stdout: str, stderr: str) -> None:
     assert stdout.splitlines()[0].startswith("verdict: ERROR - ")
 
 
+@pytest.mark.slow
 def test_target_exiting_mid_run_is_an_error_with_its_exit_code_and_log(soak_run):
     soak = soak_run("--exit-after 4 --exit-code 70 --last-words 'panic: index out of range'")
     code, stdout, stderr = soak.wait(timeout=120)  # duration is 5m: the crash must end the run
@@ -32,6 +35,7 @@ def test_target_exiting_mid_run_is_an_error_with_its_exit_code_and_log(soak_run)
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow
 def test_target_sigkilled_while_its_memory_rises_says_so(soak_run):
     soak = soak_run("--leak-bytes 50000 --kill-after 6", load={"users": 20, "spawn_rate": 20})
     code, stdout, stderr = soak.wait(timeout=120)
@@ -46,6 +50,7 @@ def test_target_sigkilled_while_its_memory_rises_says_so(soak_run):
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow
 def test_a_clean_target_killed_is_not_blamed_on_memory(soak_run):
     soak = soak_run("--kill-after 5", load={"users": 5, "spawn_rate": 5, "think": "0.2s"})
     code, stdout, stderr = soak.wait(timeout=120)
@@ -56,6 +61,7 @@ def test_a_clean_target_killed_is_not_blamed_on_memory(soak_run):
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow
 def test_target_never_ready_fails_after_ready_timeout_with_its_log(soak_run):
     soak = soak_run("--never-ready", target={"ready_timeout": "5s"})
     code, stdout, stderr = soak.wait(timeout=60)
@@ -79,6 +85,7 @@ def test_target_exiting_at_once_fails_at_once(soak_run):
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow
 def test_target_that_stops_answering_counts_timeouts_and_ends_on_time(soak_run):
     soak = soak_run(
         "--stall-after 3",
@@ -96,6 +103,7 @@ def test_target_that_stops_answering_counts_timeouts_and_ends_on_time(soak_run):
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["", "--kill-after 4"], ids=["stopped-by-runner", "target-killed"])
 def test_forked_helpers_that_ignore_sigterm_and_leave_the_session_are_stopped(soak_run, fault):
     soak = soak_run(
