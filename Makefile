@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky soak-release test test-slow bench-detect bench-report bench-load bench-capacity bench-memray clean
+.PHONY: help install soak soak-leaky soak-release test test-slow test-faults bench-selfsoak bench-detect bench-report bench-load bench-capacity bench-memray clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ test: $(STAMP) ## run the test suite with coverage of runner/
 
 test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-faults: $(STAMP) ## every fault test (crashes, signals, hangs, exposure; real processes, ~5 min)
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+
+bench-selfsoak: $(STAMP) ## the runner soaked for 30 min, its own RSS judged by its own leak analysis (SELFSOAK_ARGS=...)
+	$(BIN)/python bench/selfsoak.py $(SELFSOAK_ARGS)
 
 bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECORD=1 re-soaks the corpus first, ~25 min)
 	$(if $(RECORD),$(BIN)/python bench/detect.py record,)

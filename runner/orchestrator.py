@@ -215,6 +215,7 @@ class _Run:
             counters = self.driver.counters if self.driver else None
             if counters is None:
                 continue
+            _trim_per_second_counts(self.driver.environment.stats)
             now = self.now()
             rate = (counters.closed - previous[1]) / max(now - previous[0], 1e-9)
             previous = (now, counters.closed)
@@ -390,6 +391,25 @@ class _Run:
                 raise
         finally:
             stopping.kill(block=False)
+
+
+#: Seconds of Locust's per-second request counts kept (its current-RPS figures look at the last 12).
+PER_SECOND_COUNTS_KEPT = 60
+
+
+def _trim_per_second_counts(stats: Any, keep: int = PER_SECOND_COUNTS_KEPT) -> None:
+    """Drop Locust's per-second request counts older than ``keep`` seconds.
+
+    Locust keeps ``num_reqs_per_sec`` and ``num_fail_per_sec`` for every second of a run and
+    every request name: about 1.3 MB an hour, the one thing in the runner that grew in the
+    30-minute self-soak (bench/selfsoak.py). Nothing soak reports reads seconds that old.
+    """
+    for entry in [*stats.entries.values(), stats.total]:
+        for counts in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+            if len(counts) > keep:
+                horizon = max(counts) - keep
+                for second in [s for s in counts if s < horizon]:
+                    del counts[second]
 
 
 def _probe(url: str) -> None:
