@@ -271,3 +271,10 @@ def test_undecided_without_heap_is_inconclusive():
 def test_no_steady_samples():
     analysis = analyse([{"t": 0, "phase": "baseline", "closed": 0, "rss": 1}], SETTINGS)
     assert analysis.verdict is Verdict.INCONCLUSIVE and not analysis.metrics
+
+
+def test_unbounded_interval_is_written_as_null():
+    result = MetricResult(name="rss", unit="bytes", verdict=Verdict.INCONCLUSIVE, reason="r", ci_low=float("-inf"), ci_high=float("inf"),
+                          details={"late": [1.0, float("nan")]})
+    data = result.to_dict()
+    assert data["ci_low"] is None and data["ci_high"] is None and data["details"]["late"] == [1.0, None]
