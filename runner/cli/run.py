@@ -70,6 +70,11 @@ def print_verdict(summary: dict, folder: Path) -> None:
     print(f"verdict: {summary['verdict'].upper()} - {reasons[0]}")
     for reason in reasons[1:]:
         print(f"  - {reason}")
-    for site in summary.get("sites", [])[:3]:
-        print(f"  leak site: {site['location']} keeps {site['bytes_per_connection']:.0f} B per connection")
+    sites = summary.get("sites", [])
+    over = [site for site in sites if site.get("over_budget", True)]
+    # sites under budget are named only when the run leaked (a leak spread over small sites)
+    for site in over[:3] or (sites[:3] if summary["verdict"] == "leak" else []):
+        where = f"{site['location']} in {site['function']}" if site.get("function") else site["location"]
+        label = "leak site" if site in over else "grew at"
+        print(f"  {label}: {where} keeps {site['bytes_per_connection']:.0f} B per connection")
     print(f"report: {folder / 'report.html'}")

@@ -29,7 +29,7 @@ def test_soak_names_the_leaking_line_and_links_memrays_flamegraph(tmp_path):
     out = tmp_path / "run"
     result = soak("run", str(profile), "--out", str(out), "--quiet", timeout=400)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "leak site: runner/targets/leaky.py:25 keeps" in result.stdout, result.stdout
+    assert "leak site: runner/targets/leaky.py:25 in __init__ keeps" in result.stdout, result.stdout
 
     summary = json.loads((out / "summary.json").read_text())
     top = summary["sites"][0]
