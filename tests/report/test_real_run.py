@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from runner.finish import finish_run
 from runner.history import History
 from tests.conftest import soak
@@ -28,6 +30,7 @@ path = "HISTORY"
 """
 
 
+@pytest.mark.slow  # ~50 s of real churn; the default suite covers the same outputs from saved run folders
 def test_real_leaky_run_report_junit_and_history(tmp_path):
     history = tmp_path / "history.sqlite"
     profile = tmp_path / "e2e.toml"
