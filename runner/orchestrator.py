@@ -389,6 +389,12 @@ class _Run:
         except _TargetDied:
             if not quick:
                 raise
+        except LoadError as exc:
+            if not quick:
+                raise
+            # a quick drain follows a fault that is already recorded: a load failure now
+            # (the dead worker is still dead) must not keep the run from being finished
+            self.notes.append(f"while stopping the load: {exc}")
         finally:
             stopping.kill(block=False)
 
