@@ -226,9 +226,16 @@ class RunRecord:
         profile = Profile.from_dict(meta.get("profile", {}))
         memray = _read_optional_json(folder.path / "memray" / "reduced.json") or None
         if memray and memray.get("heap"):
-            from .sampling.memray_sites import join_heap  # the heap metric: memray's checkpoints, by time
+            from .sampling.memray_sites import join_heap, tree_processes  # the heap metric: memray's checkpoints, by time
 
-            samples = join_heap(samples, memray["heap"])
+            processes = tree_processes(samples)
+            if processes > 1:
+                memray["notes"] = list(memray.get("notes", [])) + [
+                    f"memray: the target ran {processes} processes and memray tracks only the first, "
+                    "so its heap is left out of the verdict (psutil covers the whole tree)"
+                ]
+            else:
+                samples = join_heap(samples, memray["heap"])
         return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats, memray=memray)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["join_heap", "leak_sites", "memray_summary", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
 
 #: Share of the steady window (by closed connections) skipped as warm-up.
 WARMUP_FRACTION = 0.25
@@ -57,6 +57,16 @@ def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]]
     for candidate, (_, value) in best.items():
         out[int(order[candidate])]["heap"] = value
     return out
+
+
+def tree_processes(samples: Sequence[Mapping[str, Any]]) -> int:
+    """Most processes the target's tree had during steady churn (memray tracks only the first).
+
+    A pre-fork or multi-worker server serves connections in processes memray does not
+    follow; its heap would look flat while the workers leak, so the caller leaves the
+    heap out of the verdict when this is above 1.
+    """
+    return max((int(s.get("procs") or 0) for s in samples if s.get("phase") == "steady"), default=0)
 
 
 def _steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:

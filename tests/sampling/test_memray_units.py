@@ -149,3 +149,32 @@ def test_a_damaged_capture_is_a_note_not_a_crash(tmp_path):
     assert reduced["status"] == "unreadable" and "could not be read" in reduced["notes"][0]
     assert files.reduced.exists() and ensure_reduced(tmp_path) == reduced  # cached
     assert ensure_reduced(tmp_path / "nothing") is None
+
+
+def _folder(tmp_path, procs: int):
+    import json
+
+    (tmp_path / "meta.json").write_text(json.dumps({"profile": {"name": "x"}}), encoding="utf-8")
+    samples = [{"t": i, "wall": 100.0 + i, "phase": "steady", "closed": i, "procs": procs, "heap": None} for i in range(4)]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
+    (tmp_path / "memray").mkdir()
+    reduced = {"heap": [[101.0, 5], [103.0, 7]], "notes": [], "sites": [], "points": [], "status": "complete"}
+    (tmp_path / "memray" / "reduced.json").write_text(json.dumps(reduced), encoding="utf-8")
+
+
+def test_run_record_joins_the_heap_of_a_single_process_target(tmp_path):
+    from runner.results import RunRecord
+
+    _folder(tmp_path, procs=1)
+    record = RunRecord.load(tmp_path)
+    assert [s["heap"] for s in record.samples] == [None, 5, None, 7]
+    assert record.memray["status"] == "complete" and record.memray["notes"] == []
+
+
+def test_run_record_leaves_out_the_heap_of_a_multi_process_target(tmp_path):
+    from runner.results import RunRecord
+
+    _folder(tmp_path, procs=3)
+    record = RunRecord.load(tmp_path)
+    assert all(s["heap"] is None for s in record.samples)
+    assert "3 processes" in record.memray["notes"][0]
