@@ -237,7 +237,7 @@ def _svg(fig: Any, name: str) -> str:
 def _figure(height: float = 3.0, ncols: int = 1, *, bottom: float = 0.5) -> tuple[Any, Any]:
     """A figure of ``ncols`` panels with fixed margins (inches converted to fractions)."""
     fig, axes = plt.subplots(1, ncols, figsize=(_WIDTH, height), dpi=100, squeeze=False)
-    fig.subplots_adjust(left=0.85 / _WIDTH, right=1 - 0.8 / _WIDTH, bottom=bottom / height, top=1 - 0.32 / height,
+    fig.subplots_adjust(left=1.0 / _WIDTH, right=1 - 0.8 / _WIDTH, bottom=bottom / height, top=1 - 0.32 / height,
                         wspace=0.38 if ncols > 1 else 0.2)
     return fig, axes
 

@@ -68,7 +68,7 @@ def _duration(seconds: Any) -> str:
         return "-"
     from ..profile import format_duration
 
-    return format_duration(float(seconds))
+    return format_duration(float(round(float(seconds))))  # whole seconds: "44s", "1h30m"
 
 
 _ENV.filters.update(bytes=_bytes, per_connection=_per_connection, count=_count, ms=_ms, duration=_duration)
