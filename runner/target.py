@@ -83,6 +83,9 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
+#: Remembered pids are checked for life (and the dead forgotten) past this many.
+KNOWN_PIDS_PRUNE_AT = 4096
+
 _WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
 
 
@@ -159,6 +162,8 @@ class StartedTarget:
         self._known_pids |= pids
         if new:
             self._tell_watchdog(new)
+        if len(self._known_pids) > KNOWN_PIDS_PRUNE_AT:  # a target that forks per connection
+            self._known_pids = {pid for pid in self._known_pids if psutil.pid_exists(pid)} | {self.pid}
 
     def _tell_watchdog(self, pids: set[int]) -> None:
         if self._watchdog is None or self._watchdog.stdin is None:

@@ -15,7 +15,10 @@ import os
 import signal
 import sys
 
-__all__ = ["start_time", "main"]
+__all__ = ["start_time", "main", "PRUNE_AT"]
+
+#: Listed pids are checked for life (and the dead forgotten) past this many.
+PRUNE_AT = 4096
 
 
 def start_time(pid: int) -> str | None:
@@ -35,6 +38,8 @@ def main(argv: list[str]) -> int:
         parts = line.split()
         if len(parts) == 2 and parts[0].isdigit():
             known[int(parts[0])] = parts[1].decode()
+            if len(known) > PRUNE_AT:  # a target that forks per connection: forget the dead
+                known = {pid: started for pid, started in known.items() if start_time(pid) == started}
     try:
         os.killpg(group, signal.SIGKILL)
     except OSError:

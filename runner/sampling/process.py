@@ -29,7 +29,9 @@ class TreeSampler:
         self._count = 0
         self._interval = interval
         self._uss_budget = uss_budget
-        #: Every pid seen in the tree, so the runner can make sure none outlives the run.
+        #: The pids in the tree at the last sample; the runner remembers them, so that none
+        #: outlives the run. Only the current tree is kept here (and in ``_procs``): a target
+        #: that forks per connection must not make the sampler grow per connection.
         self.seen_pids: set[int] = {pid}
 
     def alive(self) -> bool:
@@ -50,7 +52,11 @@ class TreeSampler:
                 proc = child
                 self._procs[child.pid] = proc
             tree.append(proc)
-            self.seen_pids.add(child.pid)
+        current = {proc.pid for proc in tree}
+        for gone in [pid for pid in self._procs if pid not in current]:
+            del self._procs[gone]
+            self._last_cpu.pop(gone, None)
+        self.seen_pids = current
         return tree
 
     def sample(self) -> dict[str, Any] | None:
