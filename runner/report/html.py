@@ -138,6 +138,7 @@ def render_report(
         "load": safe_summary.get("load") or {},
         "sites": (safe_summary.get("sites") or [])[:20],
         "flamegraph": redact_text(str(memray["flamegraph"])) if memray.get("flamegraph") else None,
+        "memray": redact_data(dict(memray)),
         "charts": charts,
         "run_seconds": _run_seconds(phases),
         "locust": redact_data(record.locust_stats or {}),

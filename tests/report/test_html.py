@@ -96,3 +96,12 @@ def test_soak_report_and_analyze_rewrite_from_the_folder(leaky_folder, tmp_path,
     assert main(["analyze", str(leaky_folder), "--quiet", "--history", str(other)]) == 1
     with History(other) as db:
         assert [r["verdict"] for r in db.runs("release")] == ["leak"]
+
+
+def test_no_sites_says_why(leaky_folder):
+    record = _without_samples(RunRecord.load(leaky_folder))
+    base = {"reasons": ["rss grew"], "profile": "p", "metrics": {}, "load": {}, "sites": [], "target": {"pid": 1}, "phases": []}
+    tracked = render_report(record, {**base, "verdict": "leak", "memray": {"enabled": True, "status": "complete"}})
+    assert "no Python allocation site grew per connection" in tracked and "outside the Python heap" in tracked
+    untracked = render_report(record, {**base, "verdict": "leak"})
+    assert "not tracked with memray" in untracked
