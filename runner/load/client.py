@@ -45,7 +45,14 @@ class ConnectionClosedError(WebSocketError):
 
 
 class WebSocketClient:
-    """One client connection. Not thread-safe; one greenlet uses it at a time."""
+    """One client connection. Not thread-safe; one greenlet uses it at a time.
+
+    Slotted and lean: a load worker holds ~20K of these at once, so every attribute
+    costs megabytes (see README "Scale" for the client memory per held connection).
+    """
+
+    __slots__ = ("uri", "timeout", "source_address", "headers", "ssl_context", "protocol", "sock", "response",
+                 "_pending", "_fragments", "_fragment_opcode")
 
     def __init__(
         self,
@@ -65,7 +72,7 @@ class WebSocketClient:
             raise WebSocketError(str(exc)) from None
         self.timeout = timeout
         self.source_address = source_address
-        self.headers = dict(headers or {})
+        self.headers = dict(headers) if headers else None
         self.ssl_context = ssl_context
         self.protocol = ClientProtocol(
             self.uri,
@@ -76,7 +83,7 @@ class WebSocketClient:
         self.sock: socket.socket | None = None
         self.response: Response | None = None
         self._pending: list[Any] = []  # data messages received but not yet returned
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes] | None = None  # a fragmented message in progress
         self._fragment_opcode: Opcode | None = None
 
     # --- connection ----------------------------------------------------------------
@@ -99,7 +106,7 @@ class WebSocketClient:
             raise
         self.sock = sock
         request = self.protocol.connect()
-        for name, value in self.headers.items():
+        for name, value in (self.headers or {}).items():
             request.headers[name] = value
         self.protocol.send_request(request)
         self._flush()
@@ -228,11 +235,11 @@ class WebSocketClient:
             else:
                 self._fragment_opcode = opcode
                 self._fragments = [bytes(frame.data)]
-        elif opcode is Opcode.CONT and self._fragment_opcode is not None:
+        elif opcode is Opcode.CONT and self._fragment_opcode is not None and self._fragments is not None:
             self._fragments.append(bytes(frame.data))
             if frame.fin:
                 self._pending.append(_decode(self._fragment_opcode, b"".join(self._fragments)))
-                self._fragments, self._fragment_opcode = [], None
+                self._fragments, self._fragment_opcode = None, None
         # Control frames need nothing here: the protocol answers pings and tracks closes.
 
 
