@@ -157,3 +157,21 @@ def test_cyclic_garbage_is_not_a_leak_at_checkpoints(tmp_path):
     assert heap[-1] - min(heap) < 100_000, heap
     site = [s for s in reduced["sites"] if s["function"] == "garbage"]
     assert not site or max(site[0]["live"][-3:]) < 100_000, site[0]["live"]
+
+
+def test_size_cap_stops_tracking_and_the_target_runs_on(tmp_path):
+    ready = tmp_path / "ready"
+    target = TrackedTarget(tmp_path, [], checkpoint_interval=0.2, max_bytes=1)
+    target.start_code(NO_HANDLER, [str(ready)], ready)
+    deadline = time.monotonic() + 60
+    while "capped" not in read_checkpoints(target.files.checkpoints)["events"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert target.process.poll() is None  # the tracker was closed from the checkpoint thread; the target lives on
+    code = target.stop()
+    assert code == 128 + signal.SIGTERM
+    events = read_checkpoints(target.files.checkpoints)["events"]
+    assert events["end"]["reason"] == "capped"
+    reduced = ensure_reduced(tmp_path, flamegraph=False)
+    assert reduced["status"] == "capped"
+    assert any("size cap" in note for note in reduced["notes"])
