@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import textwrap
 
-from runner.load.scenario import build_plan
-from runner.profile import parse_profile
+import pytest
+
+from runner.load.scenario import ScenarioFileError, build_plan
+from runner.profile import load_profile, parse_profile
 from tests.conftest import soak
 from tests.scenarios.conftest import RecordingUser
 
@@ -102,6 +104,7 @@ def test_a_failed_assertion_is_a_failed_step_not_a_bug(tmp_path, open_chat_serve
     assert user.counters.errors == 1 and user.counters.closed == 1
 
 
+@pytest.mark.slow
 def test_code_scenario_soak_reports_each_step(tmp_path):
     out = tmp_path / "run"
     result = soak("run", _profile(tmp_path, GOOD), "--no-memray", "--quiet", "--out", str(out))
@@ -133,19 +136,25 @@ def test_a_bug_in_the_scenario_stops_the_run_with_the_users_traceback_and_exit_3
 
 
 def test_a_scenario_file_that_cannot_load_is_exit_2_with_its_line(tmp_path):
-    result = soak("run", _profile(tmp_path, "def scenario(conn, ctx)\n    pass\n"), "--quiet", timeout=60)
+    result = soak("run", _profile(tmp_path, "def scenario(conn, ctx)\n    pass\n"), "--quiet", timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "scenario file my_scenario.py cannot be loaded: SyntaxError" in lines[0] and "my_scenario.py:1" in lines[0]
 
-    missing = soak("run", _profile(tmp_path, "def run(conn, ctx):\n    pass\n"), "--quiet", timeout=60)
-    assert missing.returncode == 2
-    assert "has no function 'scenario'" in missing.stderr and "functions in the file: run" in missing.stderr
 
-    raising = soak("run", _profile(tmp_path, "import json\nVALUE = json.loads('{')\n"), "--quiet", timeout=60)
-    assert raising.returncode == 2
-    assert "JSONDecodeError" in raising.stderr and "my_scenario.py:2 in <module>" in raising.stderr
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("def run(conn, ctx):\n    pass\n", "has no function 'scenario' (define def scenario(conn, ctx), or set scenario.function (functions in the file: run))"),
+        ("import json\nVALUE = json.loads('{')\n", "cannot be loaded: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1) at my_scenario.py:2 in <module>"),
+        ("import no_such_module_here\n", "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_here' at my_scenario.py:1 in <module>"),
+    ],
+)
+def test_load_errors_name_the_users_line(tmp_path, body, message):
+    with pytest.raises(ScenarioFileError) as caught:
+        build_plan(load_profile(_profile(tmp_path, body)))
+    assert message in str(caught.value) and caught.value.exit_code == 2
 
 
 def test_parse_profile_keeps_function_name(tmp_path):

@@ -51,6 +51,7 @@ def test_a_bad_ca_bundle_is_a_profile_error(tmp_path):
         build_plan(tls_profile("wss://127.0.0.1:1/", ca_bundle=str(bogus)))
 
 
+@pytest.mark.slow
 def test_wss_soak_with_the_ca_option(tmp_path, certificates):
     profile = tmp_path / "wss.toml"
     profile.write_text(
