@@ -93,7 +93,7 @@ class TargetSettings:
     #: Size cap of the memray capture in MB: tracking stops there (noted), psutil goes on.
     memray_max_mb: float | None = 2048.0
     #: Trace every Python object allocation (memray's trace_python_allocators): exact sites
-    #: for leaks of small (< 512 B) objects, at about 1.7x the CPU and 40x the capture size.
+    #: for leaks of small (< 512 B) objects, at about 1.7x the CPU and 35x the capture of default memray.
     memray_python_allocators: bool = False
     ready_timeout: float = 20.0
     #: Grace period between SIGTERM and SIGKILL when stopping the target.
