@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "REPORT_LATENCIES",
+    "sample_latencies",
     "MSG_HELLO",
     "MSG_CONFIG",
     "MSG_READY",
@@ -32,6 +34,17 @@ MSG_READY = "soak_ready"
 REPORT_KEY = "soak"
 #: Seconds between worker reports (Locust's default is 3 s: too coarse next to 0.5 s samples).
 REPORT_INTERVAL = 1.0
+#: Most latencies per request name in one worker report: a uniform sample is enough for the
+#: percentiles of a sample line, and the master (one process, also the sampler) must keep
+#: up with every worker's reports or its heartbeats lag and the workers give it up for dead.
+REPORT_LATENCIES = 300
+
+
+def sample_latencies(latencies: dict[str, list[float]], limit: int = REPORT_LATENCIES) -> dict[str, list[float]]:
+    """At most ``limit`` latencies per name, drawn uniformly (all of them when there are fewer)."""
+    import random
+
+    return {name: values if len(values) <= limit else random.sample(values, limit) for name, values in latencies.items()}
 
 
 @dataclass

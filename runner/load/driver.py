@@ -67,6 +67,7 @@ class LoadDriver:
         self.stop_timeout = stop_timeout
         self._processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
+        self._log_paths: list[Path] = []
         self._ready: set[str] = set()
         self._worker_errors: list[str] = []
         self.profile_data = profile_data
@@ -125,8 +126,10 @@ class LoadDriver:
         command = [sys.executable, "-m", "runner", "worker", "--master", f"{connect}:{self.master_port}", "--parent-pid", str(os.getpid())]
         for index in range(self.plan.workers):
             if log_dir is not None:
-                log: IO[bytes] | int = open(Path(log_dir) / f"worker-{index + 1}.log", "wb")
+                path = Path(log_dir) / f"worker-{index + 1}.log"
+                log: IO[bytes] | int = open(path, "wb")
                 self._logs.append(log)  # type: ignore[arg-type]
+                self._log_paths.append(path)
             else:
                 log = subprocess.DEVNULL
             self._processes.append(
@@ -186,7 +189,11 @@ class LoadDriver:
         for index, process in enumerate(self._processes):
             code = process.poll()
             if code is not None:
-                raise LoadError(f"load worker {index + 1} (pid {process.pid}) exited with code {code}", hint=f"see worker-{index + 1}.log in the run folder")
+                last = _last_line(self._log_paths[index]) if index < len(self._log_paths) else ""
+                raise LoadError(
+                    f"load worker {index + 1} (pid {process.pid}) exited with code {code}" + (f": {last}" if last else ""),
+                    hint=f"see worker-{index + 1}.log in the run folder",
+                )
 
     def quit(self) -> None:
         """Stop everything, workers included; never raises."""
@@ -209,6 +216,15 @@ class LoadDriver:
 
     def stats(self) -> dict:
         return stats_to_dict(self.environment)
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a worker's log (why it stopped), shortened."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-200:] if lines else ""
 
 
 def watch_stopping(environment: Environment, user_class: type) -> None:

@@ -25,7 +25,7 @@ from ..errors import LoadError
 from ..profile import Profile
 from .counters import LoadCounters
 from .cpu import cpu_reading
-from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_INTERVAL, REPORT_KEY
+from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_INTERVAL, REPORT_KEY, sample_latencies
 from .driver import watch_stopping
 from .user import make_user_class
 
@@ -116,7 +116,7 @@ def run_worker(options: WorkerOptions) -> int:
         clock, cpu_seconds = cpu_reading()
         data[REPORT_KEY] = {
             **counters.snapshot(),
-            "lat": counters.take_latencies(),
+            "lat": sample_latencies(counters.take_latencies()),
             "cpu_clock": clock,
             "cpu_seconds": cpu_seconds,
             "pid": os.getpid(),

@@ -11,7 +11,7 @@ import pytest
 
 from runner.cli.worker import parse_master
 from runner.errors import EXIT_USAGE, UsageError
-from runner.load.distributed import WorkerCounters
+from runner.load.distributed import WorkerCounters, sample_latencies
 from runner.load.cpu import SaturationTracker
 from tests.conftest import ROOT, free_port, soak
 
@@ -148,3 +148,10 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_worker_reports_carry_a_bounded_sample_of_latencies():
+    many = {"connect": [float(i) for i in range(5000)], "echo": [1.0, 2.0]}
+    sampled = sample_latencies(many, limit=300)
+    assert len(sampled["connect"]) == 300 and set(sampled["connect"]) <= set(many["connect"])
+    assert sampled["echo"] == [1.0, 2.0]
