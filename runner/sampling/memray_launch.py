@@ -296,8 +296,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ["PYTHONUNBUFFERED"] = "1"
     if "-B" in flags:
         sys.dont_write_bytecode = True
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _raise_system_exit)  # the target may install its own
+    # Installed before the target runs, so a target with its own handler replaces it. A handler
+    # found here comes from a site hook (coverage's re-kills the process), which would leave the
+    # capture unfinalised; SystemExit runs atexit hooks anyway, so theirs still get to run.
+    signal.signal(signal.SIGTERM, _raise_system_exit)
     session = _Session(options)
     session.start()
     reason = "exit"

@@ -36,7 +36,8 @@ def test_soak_names_the_leaking_line_and_links_memrays_flamegraph(tmp_path):
     assert top["location"] == "runner/targets/leaky.py:25"
     assert 1024 <= top["bytes_per_connection"] <= 3072
     assert {"location", "function", "bytes_per_connection", "live_bytes_end", "share"} <= set(top)
-    assert summary["metrics"]["heap"]["verdict"] == "leak"  # the heap series reached the analysis
+    heap = summary["metrics"]["heap"]  # the heap series reached the analysis
+    assert heap["samples_used"] >= 8 and 1024 <= heap["slope_per_connection"] <= 3072, heap
     memray = summary["memray"]
     assert memray["enabled"] and memray["status"] == "complete"
     flamegraph = out / memray["flamegraph"]
