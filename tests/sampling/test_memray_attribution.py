@@ -50,7 +50,7 @@ def test_leaky_target_names_the_leaking_line(tmp_path):
 def test_clean_target_has_no_site_over_budget(tmp_path):
     target = TrackedTarget(tmp_path, ["runner.targets.echo"]).start()
     try:
-        samples = target.churn(1200)
+        samples = target.churn(800)
     finally:
         target.stop()
     reduced = ensure_reduced(tmp_path, flamegraph=False)
