@@ -92,6 +92,7 @@ class MemrayFiles:
         return self.root / "flamegraph.html"
 
     def relative(self, path: Path) -> str:
+        """``path`` relative to the run folder, as summary.json and the report link it."""
         return path.relative_to(self.folder).as_posix()
 
 

@@ -287,13 +287,17 @@ def _run_target(kind: str, what: str, rest: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Track the target named after ``--`` until it ends, then close the capture; its exit code is kept."""
     options, python_args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         flags, kind, what, rest = split_python_args(python_args)
     except UnsupportedCommand as exc:
         raise SystemExit(f"memray_launch: {exc}") from None
-    if "-u" in flags:
+    if "-u" in flags:  # -s, -E, -q only matter at interpreter start-up, which has happened
         os.environ["PYTHONUNBUFFERED"] = "1"
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(write_through=True)
     if "-B" in flags:
         sys.dont_write_bytecode = True
     # Installed before the target runs, so a target with its own handler replaces it. A handler
