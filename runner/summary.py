@@ -50,6 +50,14 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
     }
 
 
+def _heap_budget(record: RunRecord, analysis: Analysis) -> float:
+    """The heap budget the analysis used (``soak analyze --budget`` included), for each site's over_budget."""
+    heap = analysis.metrics.get("heap")
+    if heap is not None and heap.budget_per_connection is not None:
+        return float(heap.budget_per_connection)
+    return record.profile.analysis.budget_bytes_per_connection
+
+
 def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
     """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
     run = record.run
@@ -68,7 +76,7 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "complete": record.complete,
         "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
         "load": load_figures(record),
-        "sites": leak_sites(record.memray, record.samples, budget=record.profile.analysis.budget_bytes_per_connection) if record.memray else list(run.get("sites", [])),
+        "sites": leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", [])),
         "memray": memray_summary(record.memray),
         "target": target,
         "phases": run.get("phases", []),
