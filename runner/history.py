@@ -31,7 +31,7 @@ import statistics
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import UsageError
 from .redact import redact_text
@@ -47,7 +47,6 @@ __all__ = [
     "entry_from_summary",
     "find_regressions",
     "target_revision",
-    "trend_rows",
 ]
 
 DEFAULT_PATH = Path("reports") / "history.sqlite"
@@ -306,7 +305,3 @@ class History:
         """Profile names with at least one recorded run."""
         return [row[0] for row in self._db.execute("SELECT DISTINCT profile FROM runs ORDER BY profile")]
 
-
-def trend_rows(previous: Iterable[Mapping[str, Any]], current: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Previous history rows plus the current run's entry, oldest first (for the trend chart)."""
-    return [dict(row) for row in previous] + [dict(current)]
