@@ -12,7 +12,7 @@ against cumulative closed connections, after a data-driven warm-up cut
    Per-connection state must be gone: fds and threads back to baseline, heap close to it.
 
 A metric LEAKs when its trend is significant, the whole interval lies above the budget,
-the late half still grows faster than the budget, and it did not slow down; it PASSes
+the late half on its own still grows faster than the budget, and it did not slow down; it PASSes
 when the interval lies within the budget (or it levelled off within budget); otherwise
 it is INCONCLUSIVE, with an estimate of how many more cycles would decide it.
 """
@@ -197,7 +197,8 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
     if unit == "bytes" and per_hour_rate and fit.slope > 0:
         figures += f", {format_bytes(fit.slope * per_hour_rate)} per hour"
     significant = trend.increasing and trend.p_value < settings.alpha
-    still_growing = late_fit is None or late_fit.slope > limit
+    # A leak is growing now, not only on average: the late half on its own must clear the budget.
+    still_growing = late_fit is None or late_fit.low > limit
 
     verdict: Verdict
     if significant and fit.low > limit and still_growing and not decelerating:
