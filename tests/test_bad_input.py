@@ -178,7 +178,7 @@ _profiles = st.dictionaries(st.one_of(st.sampled_from(sorted(_SCHEMA) + ["name"]
                             st.one_of(st.dictionaries(_keys, _values, max_size=6), _values), max_size=6)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_profiles)
 def test_fuzz_parse_profile_raises_only_profile_errors(data):
     try:
