@@ -47,7 +47,12 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        try:
+            # generous: a loaded 2-core CI machine can take many seconds to import websockets
+            wait_for_port(self.port, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
         self.url = f"ws://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
