@@ -74,6 +74,7 @@ def test_target_never_ready_fails_after_ready_timeout_with_its_log(soak_run):
     assert_nothing_left(soak)
 
 
+@pytest.mark.slow  # the unit test in tests/test_target.py covers it in the default suite
 def test_target_exiting_at_once_fails_at_once(soak_run):
     # ready_timeout is far longer than the wait below: the runner must not wait it out
     soak = soak_run("--exit-at-once 9 --last-words 'error: config.yaml not found'", target={"ready_timeout": "10m"})
