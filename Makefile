@@ -34,7 +34,7 @@ test: $(STAMP) ## run the test suite with coverage of runner/
 test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-test-faults: $(STAMP) ## every fault test (crashes, signals, hangs, exposure; real processes, ~5 min)
+test-faults: $(STAMP) ## every fault test (crashes, signals, hangs, exposure; real processes, ~7 min)
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 bench-selfsoak: $(STAMP) ## the runner soaked for 30 min, its own RSS judged by its own leak analysis (SELFSOAK_ARGS=...)
