@@ -62,11 +62,20 @@ def test_target_that_exits_at_once_fails_without_waiting(tmp_path):
 def test_target_never_ready_times_out_with_its_log(tmp_path):
     target = StartedTarget([sys.executable, "-c", "print('starting slowly', flush=True); import time; time.sleep(60)"], tmp_path / "t.log")
     try:
-        with pytest.raises(TargetError, match="did not accept a WebSocket handshake within 0.5s"):
+        _wait_for_log(tmp_path / "t.log", "starting slowly")  # a loaded machine may take seconds to start Python
+        with pytest.raises(TargetError, match="did not accept a WebSocket handshake within 0.5s") as info:
             target.wait_ready(lambda: (_ for _ in ()).throw(ConnectionRefusedError("refused")), timeout=0.5)
     finally:
         target.stop(grace=1)
+    assert info.value.log_tail == ["starting slowly"]
     assert tail(tmp_path / "t.log") == ["starting slowly"]
+
+
+def _wait_for_log(path, text, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
+        time.sleep(0.05)
 
 
 def test_crash_is_reported_with_its_signal(tmp_path):
