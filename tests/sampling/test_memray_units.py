@@ -178,3 +178,40 @@ def test_run_record_leaves_out_the_heap_of_a_multi_process_target(tmp_path):
     record = RunRecord.load(tmp_path)
     assert all(s["heap"] is None for s in record.samples)
     assert "3 processes" in record.memray["notes"][0]
+
+
+def test_launcher_tracks_a_target_in_this_process(tmp_path, monkeypatch):
+    """The launcher's main() end to end in-process (a subprocess hides it from coverage)."""
+    import signal
+
+    from runner.sampling import memray_launch
+
+    files = MemrayFiles(tmp_path)
+    files.root.mkdir()
+    files.control.write_text("freeze\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+    previous = signal.getsignal(signal.SIGTERM)
+    code = "import sys, time\nkept = [bytearray(1000) for _ in range(200)]\ntime.sleep(0.6)\nsys.exit(3)\n"
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            memray_launch.main([
+                "--capture", str(files.capture), "--checkpoints", str(files.checkpoints), "--control", str(files.control),
+                "--checkpoint-interval", "0.1", "--memory-interval-ms", "10", "--max-bytes", str(10**9), "--", "-u", "-c", code,
+            ])  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        import gc
+
+        gc.unfreeze()  # the launcher froze this test process's heap: give it back to the collector
+    assert exit_info.value.code == 3
+    log = read_checkpoints(files.checkpoints)
+    assert log["events"]["end"]["reason"] == "exit 3" and "frozen" in log["events"] and log["walls"]
+    reduced = ensure_reduced(tmp_path, flamegraph=False)
+    assert reduced["status"] == "complete"
+    assert any(s["location"] == "<string>:2" for s in reduced["sites"])
+    with pytest.raises(SystemExit, match="expected OPTIONS"):
+        memray_launch.main(["--capture", "x"])
+    with pytest.raises(SystemExit, match="not supported"):
+        memray_launch.main(["--capture", "c", "--checkpoints", "k", "--control", "x", "--", "-X", "dev", "-m", "x"])
