@@ -52,8 +52,9 @@ REDUCED_FORMAT = 1
 MAX_POINTS = 400
 #: Sites kept in the cache: the largest growers and the largest holders at the end.
 KEEP_SITES = 60
-#: Largest capture rendered as a flame graph at the end of a run: memray's renderer takes
-#: about 15 s per MB of capture here (bench/memray_bench.py), far longer than the reduction.
+#: Largest capture rendered as a flame graph at the end of a run: memray's renderer took
+#: 1.6 s for a 1 MB capture on an idle machine and 24-59 s for 1.7-2.2 MB on a busy one
+#: (bench/memray_bench.py), several times the reduction; above this a note gives the command.
 FLAMEGRAPH_MAX_BYTES = 32_000_000
 #: Most memory snapshots the reader builds (memray's own default is 10,000).
 MAX_MEMORY_RECORDS = 20_000
