@@ -33,6 +33,7 @@ from .load.cpu import SaturationTracker
 from .load.counters import latency_summary
 from .load.driver import LoadDriver
 from .load.scenario import ScenarioPlan, build_plan
+from .load.worker import raise_fd_limit
 from .profile import Profile
 from .progress import Progress
 from .redact import redact_command, redact_data
@@ -69,14 +70,8 @@ def default_run_dir(profile: Profile, root: Path = Path("reports")) -> Path:
 
 
 def _raise_fd_limit() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft, hard
+    """Soft and hard fd limits after raising the soft one (every connection's socket is an fd)."""
+    return raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
 def _environment(fd_limit: tuple[int, int]) -> dict[str, Any]:

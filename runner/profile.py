@@ -238,15 +238,7 @@ class Profile:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Profile":
         """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
-        sections = {
-            "target": TargetSettings,
-            "load": LoadSettings,
-            "phases": PhaseSettings,
-            "sampling": SamplingSettings,
-            "analysis": AnalysisSettings,
-            "scenario": ScenarioSettings,
-            "history": HistorySettings,
-        }
+        sections = _SECTION_CLASSES
         kwargs: dict[str, Any] = {"name": data.get("name", "run"), "source": data.get("source")}
         for section, klass in sections.items():
             values = dict(data.get(section) or {})

@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from ..progress import format_bytes  # noqa: E402
+
 # Text stays text (not glyph paths): smaller SVG, selectable labels, the page's own font.
 matplotlib.rcParams["svg.fonttype"] = "none"
 matplotlib.rcParams["svg.hashsalt"] = "soak-runner"  # stable ids: the same run renders the same page
@@ -61,14 +63,8 @@ _WIDTH = 9.0  # inches at 100 dpi: 900 px, scaled down by CSS on narrow screens
 
 
 def format_bytes_axis(value: float, _pos: int | None = None) -> str:
-    """Tick label in binary units: ``512 B``, ``1.5 KB``, ``3.2 MB``."""
-    sign = "-" if value < 0 else ""
-    value = abs(float(value))
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """Tick label in binary units: ``512 B``, ``1.5 KB``, ``3.2 MB`` (matplotlib formatter signature)."""
+    return format_bytes(value)
 
 
 def _count_axis(value: float, _pos: int | None = None) -> str:
