@@ -29,7 +29,7 @@ soak-release: $(STAMP) ## the release check (~22 min, profiles/release.toml; TAR
 	$(BIN)/soak run profiles/release.toml $(if $(TARGET),--target "$(TARGET)",) $(SOAK_ARGS)
 
 test: $(STAMP) ## run the test suite with coverage of runner/
-	$(BIN)/python -m pytest -m "not slow" --cov=runner --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=15 --cov=runner --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
