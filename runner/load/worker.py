@@ -55,6 +55,10 @@ def die_with_parent(parent_pid: int) -> None:
         raise LoadError(f"the runner (pid {parent_pid}) that started this worker is gone")
 
 
+#: {user_id} of worker N's users starts at N * this (one process holds < 20,000 users).
+USER_IDS_PER_WORKER = 1_000_000
+
+
 def raise_fd_limit() -> int:
     """Raise the soft fd limit to the hard one (every socket is an fd); returns the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -101,6 +105,8 @@ def run_worker(options: WorkerOptions) -> int:
                 from .scenario import build_plan  # identity, TLS and scenario steps, as the master's
 
                 scenario = build_plan(Profile.from_dict(data["profile"]))
+                if scenario is not None:  # {user_id} stays unique across workers
+                    scenario.user_id_offset = USER_IDS_PER_WORKER * runner.worker_index
             fresh = make_user_class(
                 data["url"], settings, counters, source_addresses=tuple(data.get("source_addresses") or ()), scenario=scenario
             )
