@@ -33,7 +33,8 @@ def test_multi_worker_uvicorn_samples_every_worker(tmp_path):
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: the Node.js example target cannot run")
 def test_node_target_is_judged_from_process_metrics_and_memray_is_skipped(tmp_path):
     out = tmp_path / "node"
-    command = "node examples/node/echo.js --port {port} --leak-bytes 16384"
+    # the profile's heap cap: V8 collects its garbage promptly, so the RSS slope is the leak
+    command = "node --max-old-space-size=16 --max-semi-space-size=1 examples/node/echo.js --port {port} --leak-bytes 16384"
     result = soak("run", str(ROOT / "profiles" / "node-echo.toml"), "--target", command, *SHORT, "--memray", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert result.returncode == 1, result.stdout + result.stderr
