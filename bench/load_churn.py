@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
+from runner.target import free_port, wait_for_port
 import subprocess
 import sys
 import time
@@ -128,21 +128,11 @@ CONTENDERS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the echo server never listened on port {port}")
+    try:
+        wait_for_port(port, timeout=timeout)
+    except TimeoutError as exc:
+        raise SystemExit(f'the echo server never listened on port {port}') from None
 
 
 def _run(program: str, url: str, concurrency: int, seconds: float) -> dict:
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     node = shutil.which("node")
     if node is None:
         raise SystemExit("bench-load needs node (for bench/echo_server.js)")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([node, str(HERE / "echo_server.js"), str(port)], stdout=subprocess.DEVNULL)
     try:
         _wait_for_port(port)

@@ -22,7 +22,6 @@ import argparse
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from runner.sampling.memray_capture import MemrayFiles, ensure_reduced, render_flamegraph  # noqa: E402
 from runner.sampling.memray_launch import launcher_argv  # noqa: E402
 from runner.sampling.memray_run import MEMORY_INTERVAL_MS, request_freeze  # noqa: E402
+from runner.target import free_port, wait_for_port  # noqa: E402
 
 __all__ = ["main"]
 
@@ -63,21 +63,11 @@ print(json.dumps({**counts, "seconds": time.monotonic() - t0}))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_port(port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port} after {timeout:g}s")
+    try:
+        wait_for_port(port, timeout=timeout)
+    except TimeoutError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 @dataclass
@@ -86,7 +76,7 @@ class Contender:
     module: str
     folder: Path | None = None  # a run folder when tracked by memray
     python_allocators: bool = False
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     cycles: int = 0
     seconds: float = 0.0

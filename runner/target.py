@@ -17,7 +17,7 @@ import psutil
 from .errors import TargetError, UsageError
 from .watchdog import start_time
 
-__all__ = ["free_port", "port_in_use", "substitute", "StartedTarget", "AttachedTarget", "TargetOutcome", "tail"]
+__all__ = ["free_port", "port_in_use", "wait_for_port", "substitute", "StartedTarget", "AttachedTarget", "TargetOutcome", "tail"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,6 +25,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
+    """Return once something accepts TCP connections on ``host:port``; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout:g}s") from None
+            time.sleep(0.05)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from runner.target import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,21 +22,15 @@ if "SOAK_HISTORY" not in os.environ:
     os.environ["SOAK_HISTORY"] = str(Path(tempfile.mkdtemp(prefix="soak-test-history-")) / "history.sqlite")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a test server, killing it when it does not go within 10 s."""
+    if process.poll() is None:
+        process.terminate()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class Server:
@@ -56,13 +50,7 @@ class Server:
         self.url = f"ws://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture

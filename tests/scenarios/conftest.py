@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, stop_process, wait_for_port
 
 
 @dataclass
@@ -79,17 +79,15 @@ class ChatServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port, timeout=60)  # a loaded CI machine can take long to start Python
+        try:
+            wait_for_port(self.port, timeout=60)  # a loaded CI machine can take long to start Python
+        except BaseException:
+            self.stop()
+            raise
         self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="module")
