@@ -256,6 +256,11 @@ class Profile:
 # --- validation -----------------------------------------------------------------------
 
 
+def _printable(key: str) -> str:
+    """A key as typed, or its repr when it holds control characters (messages stay one line)."""
+    return key if key.isprintable() else repr(key)
+
+
 def _closest(key: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"did you mean {match[0]!r}?" if match else f"valid keys: {', '.join(sorted(valid))}"
@@ -529,7 +534,7 @@ def parse_profile(
         values: dict[str, Any] = {}
         for key, value in table.items():
             if key not in schema:
-                raise ProfileError(f"unknown profile key {section}.{key}", hint=_closest(key, list(schema)))
+                raise ProfileError(f"unknown profile key {section}.{_printable(key)}", hint=_closest(key, list(schema)))
             values[key] = schema[key](value, f"{section}.{key}")
         sections[section] = _SECTION_CLASSES[section](**values)
 
