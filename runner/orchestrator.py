@@ -461,6 +461,7 @@ def _plan_load(profile: Profile) -> LoadPlan:
         port_range=read_port_range(),
         source_addresses=load.source_addresses,
         cpus=os.cpu_count() or 1,
+        connections_per_user=load.connections_per_user,
     )
 
 

@@ -127,6 +127,9 @@ class LoadSettings:
     message_bytes: int = 64
     hold: float = 0.0
     think: float = 0.0
+    #: Connections each user opens one after another and holds together (echo loop only):
+    #: one greenlet per user, so many connections per user cost the generator less memory.
+    connections_per_user: int = 1
     #: Timeout of one connect, one echo round trip, or one close handshake.
     timeout: float = 10.0
     #: Per-user identity (see runner.load.scenario): handshake headers, query parameters,
@@ -450,6 +453,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "message_bytes": _number(int, minimum=0),
         "hold": _duration,
         "think": _duration,
+        "connections_per_user": _number(int, minimum=1),
         "timeout": _positive_duration,
         "headers": _string_table,
         "query": _string_table,
@@ -575,6 +579,11 @@ def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
     scenario: ScenarioSettings = sections["scenario"]
     if scenario.steps and scenario.file:
         raise ProfileError("scenario.steps and scenario.file exclude each other", hint="describe the steps in the profile or in a Python file, not both")
+    if load.connections_per_user > 1 and (scenario.steps or scenario.file):
+        raise ProfileError(
+            "load.connections_per_user applies to the plain echo loop, not to a scenario",
+            hint="drop load.connections_per_user (or set it to 1), or open the extra connections in a scenario file",
+        )
     sections["scenario"] = replace(
         scenario, file=resolve(scenario.file, "scenario.file", "a Python file with a function scenario(conn, ctx)")
     )

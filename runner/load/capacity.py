@@ -92,8 +92,9 @@ def plan_load(
     remote_workers: int = 0,
     source_addresses: str | Sequence[str] = "auto",
     cpus: int = 2,
+    connections_per_user: int = 1,
 ) -> LoadPlan:
-    """Decide processes and source addresses for ``users`` connections, or raise UsageError.
+    """Decide processes and source addresses for ``users`` x ``connections_per_user`` connections, or raise UsageError.
 
     ``workers == 0`` and no remote workers means "choose": one process when the users
     fit its fds, otherwise as many local workers as needed (with a note). An explicit
@@ -101,6 +102,9 @@ def plan_load(
     source addresses may not fix (non-loopback target without configured addresses).
     """
     notes: list[str] = []
+    connections = users * connections_per_user
+    # What the messages call the load: "50000 users", or "50000 connections (12500 users x 4)".
+    load = f"{users} users" if connections_per_user == 1 else f"{connections} connections ({users} users x {connections_per_user})"
     per_process = max(1, fd_limit - FD_RESERVE)
     most_local = WORKERS_PER_CPU * max(1, cpus)
     if workers > most_local:
@@ -109,31 +113,31 @@ def plan_load(
             hint="lower load.workers, or run the rest on other machines (load.remote_workers + soak worker --master HOST:PORT)",
         )
     if workers == 0 and remote_workers == 0:
-        if users > per_process:
-            workers = math.ceil(users / per_process)
+        if connections > per_process:
+            workers = math.ceil(connections / per_process)
             if workers > most_local:
                 raise UsageError(
-                    f"{users} users need at least {workers} workers at {fd_limit} fds each, "
+                    f"{load} need at least {workers} workers at {fd_limit} fds each, "
                     f"more than {cpus} CPUs can drive here (at most {most_local} local workers)",
                     hint="lower load.users, or add workers on other machines (load.remote_workers + soak worker --master HOST:PORT)",
                 )
             notes.append(
-                f"{users} users exceed what one process can hold ({per_process} connections at {fd_limit} fds); "
+                f"{load} exceed what one process can hold ({per_process} connections at {fd_limit} fds); "
                 f"running {workers} local Locust workers"
             )
     else:
-        needed = math.ceil(users / per_process)
+        needed = math.ceil(connections / per_process)
         if workers + remote_workers < needed:
             given = f"load.workers = {workers}" + (f" and {remote_workers} remote" if remote_workers else "")
             raise UsageError(
-                f"{users} users need at least {needed} workers at {fd_limit} fds each ({given})",
+                f"{load} need at least {needed} workers at {fd_limit} fds each ({given})",
                 hint=f"set load.workers (--workers) to {needed - remote_workers} or more, or lower load.users",
             )
 
     low, high = port_range
     ports = max(1, high - low + 1)
     usable = max(1, int(ports * PORT_HEADROOM))
-    needed_addresses = math.ceil(users / usable)
+    needed_addresses = math.ceil(connections / usable)
     loopback = is_loopback_host(target_host)
     addresses: tuple[str, ...] = ()
     if isinstance(source_addresses, str):
@@ -141,24 +145,24 @@ def plan_load(
         if needed_addresses > 1:
             if mode == "off":
                 raise UsageError(
-                    f"{users} users need {needed_addresses} source addresses: one has only {ports} ports ({low}-{high}) per destination",
+                    f"{load} need {needed_addresses} source addresses: one has only {ports} ports ({low}-{high}) per destination",
                     hint='set load.source_addresses = "auto" (loopback targets) or list the addresses to connect from',
                 )
             if not loopback:
                 raise UsageError(
-                    f"{users} users need {needed_addresses} source addresses to reach {target_host}: one has only {ports} ports ({low}-{high})",
+                    f"{load} need {needed_addresses} source addresses to reach {target_host}: one has only {ports} ports ({low}-{high})",
                     hint="list addresses of this machine in load.source_addresses (spreading is automatic only for loopback targets)",
                 )
             addresses = _auto_addresses(needed_addresses)
             notes.append(
-                f"{users} users need more than the {ports} ports of one source address; "
+                f"{load} need more than the {ports} ports of one source address; "
                 f"connecting from {len(addresses)} loopback addresses ({addresses[0]}-{addresses[-1]})"
             )
     else:
         addresses = tuple(source_addresses)
         if len(addresses) < needed_addresses:
             raise UsageError(
-                f"{users} users need at least {needed_addresses} source addresses ({ports} ports each), "
+                f"{load} need at least {needed_addresses} source addresses ({ports} ports each), "
                 f"load.source_addresses lists {len(addresses)}",
                 hint="add addresses, or lower load.users",
             )

@@ -1,5 +1,10 @@
 """The Locust user: WebSocket connect -> echo round trips -> hold -> close -> think, in a loop.
 
+With ``load.connections_per_user = N`` one user opens N connections one after another
+(each with its echoes), holds them together, then closes them in the order they opened:
+one greenlet then carries N connections, the lever on the generator's memory per held
+connection at 50K (see README "Scale").
+
 Connect, echo and close are Locust request events (request type ``WS``), so Locust's
 statistics hold their counts, failures and latency percentiles.
 """
@@ -80,21 +85,38 @@ class ChurnUser(User):
             self.scenario.run_cycle(self, url=self.url, source_address=self._source_address())
             return
         settings = self.settings
-        client = WebSocketClient(self.url, timeout=settings.timeout, source_address=self._source_address())
-        if not self._request("connect", client.connect):
-            client.abort()
-            return
-        self.counters.opened += 1
+        held: list[WebSocketClient] = []
         try:
-            for _ in range(settings.messages):
-                if not self._request("echo", lambda: self._echo(client), len(self.payload)):
-                    return
-            if settings.hold:
+            for _ in range(settings.connections_per_user):
+                if held and self.stopping.is_set():
+                    break
+                client = WebSocketClient(self.url, timeout=settings.timeout, source_address=self._source_address())
+                if not self._request("connect", client.connect):
+                    client.abort()
+                    continue
+                self.counters.opened += 1
+                held.append(client)
+                for _ in range(settings.messages):
+                    if not self._request("echo", lambda: self._echo(client), len(self.payload)):
+                        held.remove(client)
+                        self._release(client)
+                        break
+            if held and settings.hold:
                 self.stopping.wait(settings.hold)
-            self._request("close", client.close)
+            while held:
+                client = held.pop(0)
+                try:
+                    self._request("close", client.close)
+                finally:
+                    self._release(client)
         finally:
-            client.abort()
-            self.counters.closed += 1
+            for client in held:  # only when the cycle was cut short (the load stopping, a bug)
+                self._release(client)
+
+    def _release(self, client: WebSocketClient) -> None:
+        """Drop the socket and count the connection as closed, whatever state it is in."""
+        client.abort()
+        self.counters.closed += 1
 
     def _echo(self, client: WebSocketClient) -> None:
         client.send(self.payload)

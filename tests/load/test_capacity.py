@@ -88,3 +88,13 @@ def test_cli_refuses_before_starting_anything(tmp_path):
     assert f"{users} users need at least 3 workers at {hard} fds each" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_connections_per_user_count_as_connections():
+    """12,500 users with 4 connections each need the fds and ports of 50,000 connections."""
+    result = plan(users=12500, connections_per_user=4)
+    assert (result.workers, len(result.source_addresses)) == (3, 2)
+    assert result.notes[0].startswith("50000 connections (12500 users x 4) exceed what one process can hold")
+    with pytest.raises(UsageError, match=r"^50000 connections \(12500 users x 4\) need at least 3 workers"):
+        plan(users=12500, connections_per_user=4, workers=2)
+    assert plan(users=4000, connections_per_user=4).workers == 0  # 16,000 connections fit one process
