@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import gevent
 import gevent.event
+import psutil
 
 from .errors import LoadError, SoakError, TargetError, UsageError
 from .finish import finish_run
@@ -38,7 +39,9 @@ from .profile import Profile
 from .progress import Progress
 from .redact import redact_command, redact_data
 from .results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
-from .sampling.memray_run import MEMRAY_STARTUP_FACTOR, plan_memray, request_freeze
+from .sampling.memray_attach import attach as memray_attach, detach as memray_detach
+from .sampling.memray_capture import MemrayFiles
+from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_freeze
 from .sampling.process import TreeSampler
 from .target import AttachedTarget, StartedTarget, free_port, port_in_use, substitute
 
@@ -122,6 +125,8 @@ class _Run:
         self.load_plan: LoadPlan | None = None
         #: Load-generator CPU per process, in windows; a saturated generator is noted.
         self.saturation = SaturationTracker()
+        #: True while memray tracks a --pid target (attached here, detached when the run ends).
+        self.memray_attached = False
 
     # --- clock and phases ------------------------------------------------------------
 
@@ -252,17 +257,15 @@ class _Run:
                     )
                 url = f"ws://127.0.0.1:{ports[0]}/"
                 self.notes.append(f"--pid {target.pid}: load goes to {url} (its only listening port)")
-            if target.memray is not False:
-                self._note("memray skipped: the target was attached by --pid, not started by soak (psutil metrics only)")
+            self._attach_memray(attached, url)
             return url
         assert target.command is not None and target.url is not None
         port = free_port() if any("{port}" in p for p in target.command) else None
         argv = substitute(target.command, port=port)
         url = target.url.replace("{port}", str(port)) if port is not None else target.url
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        max_mb = target.memray_max_mb
         memray_plan = plan_memray(target, argv, self.folder.path, sampling_interval=self.profile.sampling.interval,
-                                  max_bytes=int(max_mb * 1e6) if max_mb is not None else None)
+                                  max_bytes=self._memray_max_bytes())
         if memray_plan.note:
             self._note(memray_plan.note)
         started = StartedTarget(memray_plan.argv, self.folder.target_log, env=env)
@@ -279,6 +282,47 @@ class _Run:
         if memray_plan.tracked:
             request_freeze(self.folder.path)
         return url
+
+    def _memray_max_bytes(self) -> int | None:
+        max_mb = self.profile.target.memray_max_mb
+        return int(max_mb * 1e6) if max_mb is not None else None
+
+    def _attach_memray(self, attached: AttachedTarget, url: str) -> None:
+        """Track a --pid target with memray when the profile allows it (a note says why not)."""
+        target = self.profile.target
+        tracked = False
+        if target.memray is not False:
+            self.progress.note(f"attaching memray to pid {attached.pid}")
+            result = memray_attach(
+                attached.pid,
+                MemrayFiles(self.folder.path),
+                checkpoint_interval=checkpoint_interval(self.profile.sampling.interval),
+                memory_interval_ms=MEMORY_INTERVAL_MS,
+                max_bytes=self._memray_max_bytes(),
+                python_allocators=target.memray_python_allocators,
+            )
+            tracked = self.memray_attached = result.tracked
+            if result.note:
+                self._note(result.note)
+        try:
+            command: list[str] | None = attached.process.cmdline()
+        except psutil.Error:
+            command = None
+        meta = _read_json(self.folder.meta)
+        meta["target"] = {"command": command, "url": url, "pid": attached.pid, "memray": tracked, "attached": True}
+        write_json(self.folder.meta, redact_data(meta))
+        if tracked:
+            self.progress.note(f"memray attached to pid {attached.pid}: only allocations from now on are seen")
+            request_freeze(self.folder.path)  # the target already serves: freeze its start-up heap now
+
+    def _detach_memray(self) -> None:
+        """Stop the --pid target's tracking session, so its capture is finalised (never raises)."""
+        if not self.memray_attached or self.target is None:
+            return
+        self.memray_attached = False
+        note = memray_detach(self.target.pid)
+        if note:
+            self._note(note)
 
     def execute(self) -> dict[str, Any]:
         """Carry out the run; returns the ``run.json`` content (never raises for target/load faults)."""
@@ -337,6 +381,7 @@ class _Run:
             if self.driver is not None:
                 self.driver.quit()
                 write_json(self.folder.locust_stats, redact_data(self.driver.stats()))
+            self._detach_memray()
             if self.target is not None:
                 self.target.stop(self.profile.target.stop_timeout)
             if self.writer is not None:

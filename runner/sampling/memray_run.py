@@ -16,7 +16,7 @@ from ..profile import TargetSettings
 from .memray_capture import MemrayFiles
 from .memray_launch import UnsupportedCommand, launcher_argv
 
-__all__ = ["MemrayPlan", "plan_memray", "request_freeze", "MEMRAY_STARTUP_FACTOR", "MEMORY_INTERVAL_MS", "MIN_CHECKPOINT_INTERVAL"]
+__all__ = ["MemrayPlan", "plan_memray", "request_freeze", "checkpoint_interval", "MEMRAY_STARTUP_FACTOR", "MEMORY_INTERVAL_MS", "MIN_CHECKPOINT_INTERVAL"]
 
 #: memray's RSS/heap snapshot period. Its default (10 ms) writes 100 records a second for
 #: nothing: the heap is read only at checkpoints, and a checkpoint waits at most this long.
@@ -26,6 +26,14 @@ MEMORY_INTERVAL_MS = 50
 MEMRAY_STARTUP_FACTOR = 3
 #: Shortest period of the GC checkpoints (a full collection each): bounds their cost.
 MIN_CHECKPOINT_INTERVAL = 1.0
+
+
+def checkpoint_interval(sampling_interval: float) -> float:
+    """Seconds between GC checkpoints for a run sampled every ``sampling_interval`` seconds.
+
+    Shared by a started target (:func:`plan_memray`) and an attached one (``--pid``).
+    """
+    return max(MIN_CHECKPOINT_INTERVAL, sampling_interval)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,7 @@ def plan_memray(target: TargetSettings, argv: list[str], folder: Path, *, sampli
             capture=str(files.capture.resolve()),
             checkpoints=str(files.checkpoints.resolve()),
             control=str(files.control.resolve()),
-            checkpoint_interval=max(MIN_CHECKPOINT_INTERVAL, sampling_interval),
+            checkpoint_interval=checkpoint_interval(sampling_interval),
             memory_interval_ms=MEMORY_INTERVAL_MS,
             max_bytes=max_bytes,
             python_allocators=target.memray_python_allocators,
