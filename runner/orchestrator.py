@@ -58,6 +58,10 @@ class RunResult:
         return int(self.summary["exit_code"])
 
 
+#: Longest wait, after a second Ctrl-C, for a memray detach already under way (gdb takes ~1 s).
+DETACH_WAIT = 10.0
+
+
 class _Interrupted(Exception):
     pass
 
@@ -125,8 +129,9 @@ class _Run:
         self.load_plan: LoadPlan | None = None
         #: Load-generator CPU per process, in windows; a saturated generator is noted.
         self.saturation = SaturationTracker()
-        #: True while memray tracks a --pid target (attached here, detached when the run ends).
-        self.memray_attached = False
+        #: memray on a --pid target: "attached" once attached here, "detaching" while the detach runs, else None.
+        self.memray_session: str | None = None
+        self.memray_detached = gevent.event.Event()
 
     # --- clock and phases ------------------------------------------------------------
 
@@ -168,6 +173,11 @@ class _Run:
             self.progress.note("stopping at once; the samples taken so far are in " + str(self.folder.path))
             if isinstance(self.target, StartedTarget):
                 self.target.stop(grace=0)
+            # an attached server keeps serving: do not leave it tracked (nor kill soak mid-detach)
+            if self.memray_session == "detaching":
+                self.memray_detached.wait(timeout=DETACH_WAIT)
+            else:
+                self._detach_memray()
             os._exit(130)
 
     # --- sampling --------------------------------------------------------------------
@@ -301,7 +311,8 @@ class _Run:
                 max_bytes=self._memray_max_bytes(),
                 python_allocators=target.memray_python_allocators,
             )
-            tracked = self.memray_attached = result.tracked
+            tracked = result.tracked
+            self.memray_session = "attached" if tracked else None
             if result.note:
                 self._note(result.note)
         try:
@@ -317,10 +328,14 @@ class _Run:
 
     def _detach_memray(self) -> None:
         """Stop the --pid target's tracking session, so its capture is finalised (never raises)."""
-        if not self.memray_attached or self.target is None:
+        if self.memray_session != "attached" or self.target is None:
             return
-        self.memray_attached = False
-        note = memray_detach(self.target.pid)
+        self.memray_session = "detaching"
+        try:
+            note = memray_detach(self.target.pid)
+        finally:
+            self.memray_session = None
+            self.memray_detached.set()
         if note:
             self._note(note)
 
