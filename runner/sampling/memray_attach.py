@@ -175,13 +175,16 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
     if "no module named" in lowered and "memray" in lowered or ("importerror" in lowered and "memray" in lowered):
         return f"{head}: memray is not importable in the server's Python environment: pip install memray there, or --no-memray{tail}"
     if "timed out" in lowered or "timeout" in lowered:
-        return f"{head}: the process did not run the attach code in time (stopped, or never releasing the GIL?){tail}"
+        return f"{head}: the process did not run the attach code in time (stopped, in another container, or never releasing the GIL?){tail}"
     if "more than one tracker" in lowered:
         return f"{head}: another memray tracker is already active in it (stop it with `memray detach {pid}`){tail}"
     if "permissionerror" in lowered or "permission denied" in lowered:
         refused = re.search(r"Permission denied: '([^']+)'", text)
         what = f"access to {refused.group(1)}" if refused else "access to a file"
         return f"{head}: the server process was refused {what}: run soak as the server's user, or --out a folder that user can write{tail}"
+    missing = re.search(r"No such file or directory: '([^']+)'", text)
+    if missing:
+        return f"{head}: the server cannot see {missing.group(1)} (does it run in another container or mount namespace?){tail}"
     if "no soak-runner memray session" in lowered:
         return f"{head}: no soak-runner session was active (the server restarted?)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "no error text")

@@ -207,6 +207,8 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
         ("RuntimeError(\"PermissionError: [Errno 13] Permission denied: '/srv/run/memray/checkpoints.jsonl'\")",
          "the server process was refused access to /srv/run/memray/checkpoints.jsonl: run soak as the server's user"),
         ("The target process couldn't open the memray shared library.\nThis can occur ...", "cannot load memray's injector library"),
+        ("RuntimeError(\"FileNotFoundError: [Errno 2] No such file or directory: '/work/runner/sampling/memray_launch.py'\")",
+         "the server cannot see /work/runner/sampling/memray_launch.py (does it run in another container or mount namespace?)"),
         ("ValueError('something new')", "ValueError('something new')"),
         ("", "no error text"),
     ],
