@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,8 +268,6 @@ def _inject(pid: int, payload: str, *, timeout: float) -> str | None:
 
 
 def _has_gdb() -> bool:
-    import shutil
-
     return shutil.which("gdb") is not None
 
 
@@ -339,7 +338,7 @@ def _hand_over(folder: Path, pid: int) -> None:
 def _discard(files: MemrayFiles) -> None:
     """Remove what a failed attach may have left, so the run is not read as a tracked one."""
     for path in (files.capture, files.checkpoints, files.control):
-        Path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     try:
         files.root.rmdir()
     except OSError:
