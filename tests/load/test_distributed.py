@@ -155,3 +155,40 @@ def test_worker_reports_carry_a_bounded_sample_of_latencies():
     sampled = sample_latencies(many, limit=300)
     assert len(sampled["connect"]) == 300 and set(sampled["connect"]) <= set(many["connect"])
     assert sampled["echo"] == [1.0, 2.0]
+
+
+def test_user_ids_do_not_repeat_across_workers(tmp_path):
+    """{user_id} is offset by worker: 6 users on 2 workers send 6 different ids in their handshake header."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    seen: list[str] = []
+
+    def handler(ws):
+        seen.append(ws.request.headers["X-User-Id"])
+        for message in ws:
+            ws.send(message)
+
+    port = free_port()
+    server = serve(handler, "127.0.0.1", port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    profile = tmp_path / "ids.toml"
+    profile.write_text(
+        "[target]\nmemray = false\n"
+        "[load]\nusers = 6\nspawn_rate = 50\nduration = \"3s\"\nworkers = 2\nmessages = 1\nhold = \"0.2s\"\n"
+        "headers = { X-User-Id = \"{user_id}\" }\n"
+        "[phases]\nbaseline = \"0s\"\ndrain = \"10s\"\ncooldown = \"0s\"\n"
+        "[sampling]\ninterval = \"0.5s\"\nuss = false\n"
+    )
+    try:
+        # the server runs in this test process, so the run samples this process (--pid)
+        result = soak("run", str(profile), "--url", f"ws://127.0.0.1:{port}/", "--pid", str(os.getpid()),
+                      "--out", str(tmp_path / "run"), "--quiet", timeout=240)
+    finally:
+        server.shutdown()
+    assert result.returncode in (0, 4), result.stdout + result.stderr
+    ids = {int(value) for value in seen}
+    assert len(ids) == 6, sorted(ids)
+    assert sorted(i // 1_000_000 for i in ids) == [0, 0, 0, 1, 1, 1]  # worker 0 and worker 1, three users each
