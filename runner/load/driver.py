@@ -28,22 +28,14 @@ from locust.stats import StatsEntry
 
 from ..errors import LoadError
 from ..profile import LoadSettings
+from ..target import free_port
 from .capacity import LoadPlan
 from .counters import LoadCounters
 from .cpu import cpu_reading
 from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_KEY, WorkerCounters
 from .user import make_user_class
 
-__all__ = ["LoadDriver", "stats_to_dict", "free_port", "target_host", "watch_stopping"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host if host not in ("*", "0.0.0.0", "") else "127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["LoadDriver", "stats_to_dict", "target_host", "watch_stopping"]
 
 
 class LoadDriver:
@@ -85,7 +77,7 @@ class LoadDriver:
         placeholder = make_user_class(url, settings, LoadCounters())  # the master only needs the class name
         self.environment = Environment(user_classes=[placeholder], stop_timeout=stop_timeout, catch_exceptions=True)
         self.master_host = settings.master_bind
-        self.master_port = settings.master_port or free_port(self.master_host)
+        self.master_port = settings.master_port or free_port("127.0.0.1" if self.master_host in ("*", "0.0.0.0", "") else self.master_host)
         try:
             self.runner = self.environment.create_master_runner(master_bind_host=self.master_host, master_bind_port=self.master_port)
         except Exception as exc:  # zmq raises its own error types for a taken port or a bad address
