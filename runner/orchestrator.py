@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .load import driver as _driver_module  # noqa: F401  (import Locust, i.e. gevent patching, first)
 
+import functools
 import os
 import platform
 import resource
@@ -132,6 +133,7 @@ class _Run:
         #: memray on a --pid target: "attached" once attached here, "detaching" while the detach runs, else None.
         self.memray_session: str | None = None
         self.memray_detached = gevent.event.Event()
+        self._memray_wake: Callable[[], None] | None = None
 
     # --- clock and phases ------------------------------------------------------------
 
@@ -284,7 +286,7 @@ class _Run:
         meta["target"] = {"command": argv, "url": url, "pid": started.pid, "memray": memray_plan.tracked}
         write_json(self.folder.meta, redact_data(meta))
         self.progress.note(f"target started (pid {started.pid}): {' '.join(redact_command(argv))}")
-        probe = (lambda: self.scenario.probe(url)) if self.scenario is not None else (lambda: _probe(url))
+        probe = functools.partial(self._handshake, url)
         ready_timeout = self.profile.target.ready_timeout * (MEMRAY_STARTUP_FACTOR if memray_plan.tracked else 1)
         started.wait_ready(probe, ready_timeout, cancelled=self.state.interrupted.is_set)
         if self.state.interrupted.is_set():
@@ -292,6 +294,13 @@ class _Run:
         if memray_plan.tracked:
             request_freeze(self.folder.path)
         return url
+
+    def _handshake(self, url: str) -> None:
+        """One WebSocket handshake and close (with the scenario's identity and TLS when it has them)."""
+        if self.scenario is not None:
+            self.scenario.probe(url)
+        else:
+            _probe(url)
 
     def _memray_max_bytes(self) -> int | None:
         max_mb = self.profile.target.memray_max_mb
@@ -302,6 +311,7 @@ class _Run:
         target = self.profile.target
         tracked = False
         if target.memray is not False:
+            self._memray_wake = functools.partial(self._handshake, url)
             self.progress.note(f"attaching memray to pid {attached.pid}")
             result = memray_attach(
                 attached.pid,
@@ -310,6 +320,7 @@ class _Run:
                 memory_interval_ms=MEMORY_INTERVAL_MS,
                 max_bytes=self._memray_max_bytes(),
                 python_allocators=target.memray_python_allocators,
+                wake=self._memray_wake,  # gdb gets in when the server does something
             )
             tracked = result.tracked
             self.memray_session = "attached" if tracked else None
@@ -332,7 +343,7 @@ class _Run:
             return
         self.memray_session = "detaching"
         try:
-            note = memray_detach(self.target.pid)
+            note = memray_detach(self.target.pid, wake=self._memray_wake)
         finally:
             self.memray_session = None
             self.memray_detached.set()

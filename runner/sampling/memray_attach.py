@@ -25,10 +25,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -47,8 +50,15 @@ __all__ = [
     "PAYLOAD_TIMEOUT",
 ]
 
-#: Seconds to wait for the payload's answer once it was sent (starting a tracker takes ~0.1 s).
+#: Seconds to wait for the debugger to get in, and then again for the payload's answer
+#: (gdb took ~1 s here; starting a tracker ~0.1 s).
 PAYLOAD_TIMEOUT = 30.0
+#: How often ``wake`` is called while the debugger waits for the target to do something.
+WAKE_INTERVAL = 0.5
+#: Seconds a debugger interrupted with SIGINT gets to detach and exit.
+DEBUGGER_EXIT_WAIT = 15.0
+#: How the error text of an unanswered payload starts (the session may have started anyway).
+PAYLOAD_TIMED_OUT = "timed out waiting for the payload's answer"
 #: What a note ends with: the run continues without memray.
 _FALLBACK = "psutil metrics only"
 #: Interpreter executables memray can attach to (CPython builds: python, python3, python3.11d ...).
@@ -176,7 +186,7 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
     if "no module named" in lowered and "memray" in lowered or ("importerror" in lowered and "memray" in lowered):
         return f"{head}: memray is not importable in the server's Python environment: pip install memray there, or --no-memray{tail}"
     if "timed out" in lowered or "timeout" in lowered:
-        return f"{head}: the process did not run the attach code in time (stopped, in another container, or never releasing the GIL?){tail}"
+        return f"{head}: the process did not run the attach code in time (idle, stopped, in another container, or never releasing the GIL?){tail}"
     if "more than one tracker" in lowered:
         return f"{head}: another memray tracker is already active in it (stop it with `memray detach {pid}`){tail}"
     if "permissionerror" in lowered or "permission denied" in lowered:
@@ -233,21 +243,73 @@ def children_note(pid: int) -> str | None:
     return f"memray tracks pid {pid} only; its {len(children)} child process(es) are measured by psutil only (attach to a worker's pid to track it)"
 
 
-def _inject(pid: int, payload: str, *, timeout: float) -> str | None:
-    """Run ``payload`` inside ``pid`` through memray's control channel; None on success, else the error text."""
+def _open_channel(pid: int, *, timeout: float, wake: Callable[[], None] | None) -> tuple[socket.socket | None, str | None]:
+    """Inject memray's control channel into ``pid``: (the connected socket, None) or (None, why not).
+
+    gdb lets the injector in only when a thread of the target calls malloc, a PyMem
+    function or checks for signals. An idle server may do none of that for a long time,
+    so ``wake`` (a connection to the server, say) is called every :data:`WAKE_INTERVAL`
+    seconds meanwhile, and after ``timeout`` seconds the debugger is interrupted with
+    SIGINT: gdb then removes its breakpoints and detaches, leaving the target as it was
+    (a killed gdb would leave breakpoints behind that kill the target at its next malloc).
+    """
     try:
         from memray._errors import MemrayCommandError
         from memray.commands.attach import _DebuggerCommand
     except (ImportError, AttributeError) as exc:
-        return f"this memray version cannot attach to a running process ({type(exc).__name__}: {exc})"
-    command = _DebuggerCommand()
+        return None, f"this memray version cannot attach to a running process ({type(exc).__name__}: {exc})"
+    outcome: dict[str, Any] = {}
+
+    def inject() -> None:
+        command = _DebuggerCommand()
+        try:
+            method = command.resolve_debugger("gdb" if shutil.which("gdb") else "auto")
+            outcome["client"] = command.inject_control_channel(method, pid)
+        except MemrayCommandError as exc:
+            outcome["error"] = str(exc) or type(exc).__name__
+        except (OSError, AttributeError, TypeError) as exc:  # an API change or a socket problem: still one line
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+    worker = threading.Thread(target=inject, name="soak-memray-inject", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout
+    while worker.is_alive() and time.monotonic() < deadline:
+        if wake is not None:
+            try:
+                wake()
+            except Exception:  # noqa: BLE001 - waking is a courtesy; the deadline bounds the wait anyway
+                pass
+        worker.join(min(WAKE_INTERVAL, max(0.0, deadline - time.monotonic())))
+    if worker.is_alive():
+        _interrupt_debuggers(pid)
+        worker.join(DEBUGGER_EXIT_WAIT)
+        if "client" not in outcome:  # (the injection may have won the race: then it is used)
+            return None, f"timed out after {timeout:g}s waiting for the debugger to get into the process"
+    if "client" in outcome:
+        return outcome["client"], None
+    return None, outcome.get("error", "the debugger did not finish")
+
+
+def _interrupt_debuggers(pid: int) -> None:
+    """SIGINT the gdb/lldb that this process started against ``pid`` (they detach cleanly)."""
     try:
-        method = command.resolve_debugger("gdb" if _has_gdb() else "auto")
-        client = command.inject_control_channel(method, pid)
-    except MemrayCommandError as exc:
-        return str(exc) or type(exc).__name__
-    except (OSError, AttributeError, TypeError) as exc:  # an API change or a socket problem: still one line
-        return f"{type(exc).__name__}: {exc}"
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            argv = child.cmdline()
+            if os.path.basename(argv[0]) in ("gdb", "lldb") and str(pid) in argv:
+                child.send_signal(signal.SIGINT)
+        except (psutil.Error, IndexError):
+            continue
+
+
+def _inject(pid: int, payload: str, *, timeout: float, wake: Callable[[], None] | None = None) -> str | None:
+    """Run ``payload`` inside ``pid`` through memray's control channel; None on success, else the error text."""
+    client, error = _open_channel(pid, timeout=timeout, wake=wake)
+    if client is None:
+        return error
     with client:
         try:
             client.settimeout(timeout)
@@ -260,15 +322,11 @@ def _inject(pid: int, payload: str, *, timeout: float) -> str | None:
                     break
                 chunks.append(chunk)
         except socket.timeout:
-            return f"timed out after {timeout:g}s waiting for the payload's answer"
+            return f"{PAYLOAD_TIMED_OUT} after {timeout:g}s"
         except OSError as exc:
             return f"the control channel failed ({type(exc).__name__}: {exc})"
     answer = b"".join(chunks).decode("utf-8", errors="replace").strip()
     return answer or None
-
-
-def _has_gdb() -> bool:
-    return shutil.which("gdb") is not None
 
 
 def attach(
@@ -280,12 +338,15 @@ def attach(
     max_bytes: int | None,
     python_allocators: bool = False,
     timeout: float = PAYLOAD_TIMEOUT,
+    wake: Callable[[], None] | None = None,
 ) -> AttachResult:
     """Start the launcher's tracking session inside the running process ``pid``.
 
     The capture and the checkpoint log go to ``files`` (the run folder's ``memray/``),
     exactly as for a target started under the launcher, so the capture is read the same
-    way. Never raises for the ordinary failures: the result's note says why not.
+    way. ``wake`` is called while the debugger waits for the target to do something (see
+    :func:`_open_channel`); ``timeout`` bounds that wait and the payload's answer, each.
+    Never raises for the ordinary failures: the result's note says why not.
     """
     problem = python_process_problem(pid)
     if problem:
@@ -296,16 +357,16 @@ def attach(
         files, checkpoint_interval=checkpoint_interval, memory_interval_ms=memory_interval_ms,
         max_bytes=max_bytes, python_allocators=python_allocators,
     )  # fmt: skip
-    error = _inject(pid, attach_payload(os.path.abspath(memray_launch.__file__), options), timeout=timeout)
+    error = _inject(pid, attach_payload(os.path.abspath(memray_launch.__file__), options), timeout=timeout, wake=wake)
     if error is None:
         return AttachResult(True, children_note(pid))
-    if error.startswith("timed out after"):
-        _inject(pid, detach_payload(), timeout=timeout)  # the session may have started after all
+    if error.startswith(PAYLOAD_TIMED_OUT):
+        _inject(pid, detach_payload(), timeout=timeout, wake=wake)  # the session may have started after all
     _discard(files)
     return AttachResult(False, explain_failure(error, pid=pid))
 
 
-def detach(pid: int, *, timeout: float = PAYLOAD_TIMEOUT) -> str | None:
+def detach(pid: int, *, timeout: float = PAYLOAD_TIMEOUT, wake: Callable[[], None] | None = None) -> str | None:
     """Stop the session :func:`attach` started (the capture is finalised); a note on failure."""
     try:
         running = psutil.Process(pid).is_running()
@@ -313,7 +374,7 @@ def detach(pid: int, *, timeout: float = PAYLOAD_TIMEOUT) -> str | None:
         running = False
     if not running:
         return f"memray: pid {pid} exited while attached; its capture was finalised by its exit hook, or read up to its last record"
-    error = _inject(pid, detach_payload(), timeout=timeout)
+    error = _inject(pid, detach_payload(), timeout=timeout, wake=wake)
     return None if error is None else explain_failure(error, pid=pid, action="detach")
 
 

@@ -257,3 +257,52 @@ def test_python_processes_pass_and_children_are_noted():
         for child in psutil.Process(parent.pid).children(recursive=True):
             child.kill()
         stop_process(parent)
+
+
+def _python_without_memray(tmp_path: Path, body: str) -> tuple[subprocess.Popen, Path]:
+    """A real Python process that cannot import memray (-S: no site-packages), once it runs ``body``."""
+    ready = tmp_path / "ready"
+    code = f"import pathlib, time\npathlib.Path({str(ready)!r}).touch()\n{body}"
+    process = subprocess.Popen([sys.executable, "-S", "-c", code])
+    for _ in range(600):
+        if ready.exists():
+            break
+        time.sleep(0.05)
+    return process, ready
+
+
+@needs_gdb
+def test_a_server_without_memray_in_its_environment_gets_the_install_note(tmp_path):
+    busy = "for _ in range(2400):\n    time.sleep(0.05)\n    scratch = [bytearray(64) for _ in range(10)]"  # allocates: gdb gets in
+    process, _ = _python_without_memray(tmp_path, busy)
+    try:
+        result = attach(process.pid, MemrayFiles(tmp_path / "run"), checkpoint_interval=1.0, memory_interval_ms=50, max_bytes=None)
+        assert result.tracked is False
+        assert result.note == (
+            f"memray skipped: cannot attach to pid {process.pid}: memray is not importable in the server's Python environment: "
+            "pip install memray there, or --no-memray (psutil metrics only)"
+        )
+        assert not (tmp_path / "run" / "memray").exists()
+        assert process.poll() is None  # the injection left it running
+    finally:
+        stop_process(process)
+
+
+@needs_gdb
+def test_an_idle_process_times_out_and_the_debugger_leaves_it_unharmed(tmp_path):
+    """No allocation, no signal check: gdb never gets in. It is interrupted and detaches cleanly."""
+    body = "time.sleep(6)\nkept = [bytearray(100) for _ in range(1000)]\nprint('done', flush=True)"
+    process, _ = _python_without_memray(tmp_path, body)
+    woken = []
+    try:
+        result = attach(process.pid, MemrayFiles(tmp_path / "run"), checkpoint_interval=1.0, memory_interval_ms=50,
+                        max_bytes=None, timeout=2.0, wake=lambda: woken.append(1))  # fmt: skip
+        assert result.tracked is False
+        assert "the process did not run the attach code in time (idle, stopped" in (result.note or ""), result.note
+        assert len(woken) >= 2  # the run's wake-up (a handshake to the server) was tried meanwhile
+        assert not (tmp_path / "run" / "memray").exists()
+        # a debugger killed instead would leave breakpoints in malloc: the allocation after the sleep would SIGTRAP it
+        assert process.wait(timeout=60) == 0
+        assert not [p for p in psutil.Process().children(recursive=True) if p.name() in ("gdb", "lldb")]
+    finally:
+        stop_process(process)
