@@ -334,7 +334,7 @@ class _Run:
         meta["target"] = {"command": command, "url": url, "pid": attached.pid, "memray": tracked, "attached": True}
         write_json(self.folder.meta, redact_data(meta))
         if tracked:
-            self.progress.note(f"memray attached to pid {attached.pid}: only allocations from now on are seen")
+            self._note(f"memray attached to pid {attached.pid} while it ran: allocations made before the attach are not seen")
             request_freeze(self.folder.path)  # the target already serves: freeze its start-up heap now
 
     def _detach_memray(self) -> None:

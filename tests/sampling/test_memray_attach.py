@@ -69,6 +69,7 @@ def test_soak_attached_by_pid_tracks_the_heap_and_names_the_leaking_line(tmp_pat
         assert 1024 <= summary["sites"][0]["bytes_per_connection"] <= 3072
         assert summary["metrics"]["heap"]["slope_per_connection"] > 512, summary["metrics"]["heap"]
         assert not any("memray skipped" in note for note in summary["notes"]), summary["notes"]
+        assert f"memray attached to pid {server.process.pid} while it ran: allocations made before the attach are not seen" in summary["notes"]
         meta = json.loads((out / "meta.json").read_text())
         assert meta["target"]["memray"] is True and meta["target"]["attached"] is True
         assert meta["target"]["pid"] == server.process.pid
