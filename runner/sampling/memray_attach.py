@@ -11,8 +11,8 @@ options the launcher takes, start it, keep it as ``memray._soak_runner_session``
 register an atexit hook that finalises the capture if the server exits while attached.
 :func:`detach` sends the payload that stops that session.
 
-memray only sees allocations made after the attach: the heap series starts near zero,
-which is fine for a slope. Only the given pid is tracked; its children (if any) are
+memray only sees allocations made after the attach: the heap series starts small (what
+was allocated since), which is fine for a slope. Only the given pid is tracked; its children (if any) are
 measured by psutil only.
 
 Every failure is a one-line note (the run goes on with psutil metrics), built by the pure
@@ -173,6 +173,10 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
         return f"{head}: needs gdb: apt-get install gdb, or --no-memray{tail}"
     if "does not exist" in lowered or "no such process" in lowered:
         return f"{head}: the process exited{tail}"
+    refused = re.search(r"(?:Permission denied|Operation not permitted): '([^']+)'", text)
+    if "permissionerror" in lowered or refused:  # the payload was refused a file, not gdb the process
+        what = f"access to {refused.group(1)}" if refused else "access to a file"
+        return f"{head}: the server process was refused {what}: run soak as the server's user, or --out a folder that user can write{tail}"
     if "failed to attach a debugger" in lowered or "ptrace" in lowered or "operation not permitted" in lowered:
         why = "the process belongs to another user" if "different user" in lowered else "Operation not permitted"
         return (
@@ -183,16 +187,12 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
         return f"{head}: it is not running a Python interpreter memray can attach to{tail}"
     if "memray shared library" in lowered:
         return f"{head}: the server cannot load memray's injector library (installed for another user?){tail}"
-    if "no module named" in lowered and "memray" in lowered or ("importerror" in lowered and "memray" in lowered):
+    if "memray" in lowered and ("no module named" in lowered or "importerror" in lowered):
         return f"{head}: memray is not importable in the server's Python environment: pip install memray there, or --no-memray{tail}"
     if "timed out" in lowered or "timeout" in lowered:
         return f"{head}: the process did not run the attach code in time (idle, stopped, in another container, or never releasing the GIL?){tail}"
     if "more than one tracker" in lowered:
         return f"{head}: another memray tracker is already active in it (stop it with `memray detach {pid}`){tail}"
-    if "permissionerror" in lowered or "permission denied" in lowered:
-        refused = re.search(r"Permission denied: '([^']+)'", text)
-        what = f"access to {refused.group(1)}" if refused else "access to a file"
-        return f"{head}: the server process was refused {what}: run soak as the server's user, or --out a folder that user can write{tail}"
     missing = re.search(r"No such file or directory: '([^']+)'", text)
     if missing:
         return f"{head}: the server cannot see {missing.group(1)} (does it run in another container or mount namespace?){tail}"
