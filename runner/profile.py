@@ -130,6 +130,10 @@ class LoadSettings:
     #: Connections each user opens one after another and holds together (echo loop only):
     #: one greenlet per user, so many connections per user cost the generator less memory.
     connections_per_user: int = 1
+    #: Share of connections dropped without the WebSocket close handshake (the socket is just
+    #: closed, as when a tab is killed or a phone loses its network): a server that cleans up
+    #: only on a clean close leaks on exactly these. Spread evenly, not at random.
+    drop_fraction: float = 0.0
     #: Timeout of one connect, one echo round trip, or one close handshake.
     timeout: float = 10.0
     #: Per-user identity (see runner.load.scenario): handshake headers, query parameters,
@@ -381,6 +385,14 @@ def _significance(value: Any, key: str) -> float:
     return level
 
 
+def _fraction(value: Any, key: str) -> float:
+    """A share from 0 to 1 inclusive."""
+    share = _number(float, minimum=0)(value, key)
+    if share > 1:
+        raise ProfileError(f"{key}: must be between 0 and 1, got {value!r}", hint="0.1 drops one connection in ten, 1 drops them all")
+    return share
+
+
 def _string(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ProfileError(f"{key}: expected a non-empty string, got {value!r}")
@@ -454,6 +466,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "hold": _duration,
         "think": _duration,
         "connections_per_user": _number(int, minimum=1),
+        "drop_fraction": _fraction,
         "timeout": _positive_duration,
         "headers": _string_table,
         "query": _string_table,
@@ -583,6 +596,11 @@ def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
         raise ProfileError(
             "load.connections_per_user applies to the plain echo loop, not to a scenario",
             hint="drop load.connections_per_user (or set it to 1), or open the extra connections in a scenario file",
+        )
+    if load.drop_fraction and (scenario.steps or scenario.file):
+        raise ProfileError(
+            "load.drop_fraction applies to the plain echo loop, not to a scenario",
+            hint="drop load.drop_fraction, or end connections without a close handshake in a scenario file (conn.abort())",
         )
     sections["scenario"] = replace(
         scenario, file=resolve(scenario.file, "scenario.file", "a Python file with a function scenario(conn, ctx)")

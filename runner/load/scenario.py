@@ -273,6 +273,10 @@ class ScenarioConnection:
         """The closing handshake (the runner closes for you when the function returns)."""
         self._client.close()
 
+    def abort(self) -> None:
+        """End the connection without the closing handshake, as a killed tab or a lost network does."""
+        self._client.abort()
+
 
 class ScenarioContext:
     """What a code scenario knows about its user, and how it times named steps."""

@@ -3,7 +3,9 @@
 With ``load.connections_per_user = N`` one user opens N connections one after another
 (each with its echoes), holds them together, then closes them in the order they opened:
 one greenlet then carries N connections, the lever on the generator's memory per held
-connection at 50K (see README "Scale").
+connection at 50K (see README "Scale"). With ``load.drop_fraction`` that share of the
+connections ends without the close handshake (request name ``drop``): the socket is just
+closed, the way a killed tab or a lost network ends a connection.
 
 Connect, echo and close are Locust request events (request type ``WS``), so Locust's
 statistics hold their counts, failures and latency percentiles.
@@ -50,6 +52,8 @@ class ChurnUser(User):
     #: connection closes at once instead of sleeping out its hold through the drain.
     stopping: gevent.event.Event = gevent.event.Event()
     _next_source = 0
+    #: Accumulated share of drops (load.drop_fraction); a drop is due when it reaches 1.
+    _drop_credit = 0.0
 
     def _request(self, name: str, action: Callable[[], Any], length: int = 0) -> bool:
         """Time ``action`` as one Locust request; True when it succeeded."""
@@ -106,12 +110,26 @@ class ChurnUser(User):
             while held:
                 client = held.pop(0)
                 try:
-                    self._request("close", client.close)
+                    if self._drop_next():
+                        self._request("drop", client.abort)
+                    else:
+                        self._request("close", client.close)
                 finally:
                     self._release(client)
         finally:
             for client in held:  # only when the cycle was cut short (the load stopping, a bug)
                 self._release(client)
+
+    def _drop_next(self) -> bool:
+        """True when this connection is to be dropped: every 1/drop_fraction-th, evenly, per user."""
+        share = self.settings.drop_fraction
+        if not share:
+            return False
+        self._drop_credit += share
+        if self._drop_credit >= 1.0 - 1e-9:
+            self._drop_credit -= 1.0
+            return True
+        return False
 
     def _release(self, client: WebSocketClient) -> None:
         """Drop the socket and count the connection as closed, whatever state it is in."""

@@ -11,6 +11,7 @@ import argparse
 import itertools
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosedError
 
 from ._serve import Handler, main
 
@@ -38,16 +39,27 @@ def make_session(size: int) -> Session:
 
 def make_handler(args: argparse.Namespace) -> Handler:
     async def handler(websocket: ServerConnection) -> None:
-        make_session(args.leak_bytes)
-        async for message in websocket:
-            await websocket.send(message)
-        # BUG (on purpose): the session is not removed from SESSIONS on disconnect.
+        session = make_session(args.leak_bytes)
+        try:
+            async for message in websocket:
+                await websocket.send(message)
+        except ConnectionClosedError:  # the client vanished without a closing handshake
+            if args.leak_on_drop_only:
+                return  # BUG (on purpose): this early return skips the cleanup below
+            raise
+        if args.leak_on_drop_only:
+            # A clean close reaches the cleanup; a killed tab or a lost network never does.
+            # Clean-close churn cannot find this leak; load.drop_fraction does.
+            del SESSIONS[session.user_id]
+        # BUG (on purpose): otherwise the session is never removed from SESSIONS.
 
     return handler
 
 
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leak-bytes", type=int, default=2048, help="bytes of session state kept per connection (default: 2048)")
+    p.add_argument("--leak-on-drop-only", action="store_true",
+                   help="delete the session after a clean close; keep it only for clients that vanish without a close handshake")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,82 @@ def test_connections_per_user_refuses_a_scenario(tmp_path):
     assert result.returncode == 2
     assert "load.connections_per_user applies to the plain echo loop" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_drop_fraction_ends_that_share_without_a_closing_handshake(tmp_path):
+    """drop_fraction = 0.25: every 4th connection of a user just vanishes; the server sees exactly those as unclean."""
+    import os
+    import threading
+
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.server import serve
+
+    from tests.conftest import free_port
+
+    endings = {"clean": 0, "dropped": 0}
+    lock = threading.Lock()
+
+    def handler(ws):
+        try:
+            for message in ws:
+                ws.send(message)
+            ending = "clean"
+        except ConnectionClosedError:
+            ending = "dropped"
+        with lock:
+            endings[ending] += 1
+
+    port = free_port()
+    server = serve(handler, "127.0.0.1", port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    profile = tmp_path / "drop.toml"
+    profile.write_text(
+        "[target]\nmemray = false\n"
+        "[load]\nusers = 2\nspawn_rate = 50\nduration = \"3s\"\nmessages = 1\ndrop_fraction = 0.25\n"
+        "[phases]\nbaseline = \"0s\"\ndrain = \"10s\"\ncooldown = \"0.5s\"\n"
+        "[sampling]\ninterval = \"0.5s\"\nuss = false\n"
+    )
+    out = tmp_path / "run"
+    try:
+        # the server runs in this test process, so the run samples this process (--pid)
+        result = soak("run", str(profile), "--url", f"ws://127.0.0.1:{port}/", "--pid", str(os.getpid()),
+                      "--out", str(out), "--quiet", timeout=120)
+    finally:
+        server.shutdown()
+    assert result.returncode in (0, 4), result.stdout + result.stderr
+    stats = {entry["name"]: entry for entry in json.loads((out / "locust_stats.json").read_text())["requests"]}
+    drops, closes = stats["drop"]["requests"], stats["close"]["requests"]
+    assert drops >= 10 and not stats["drop"]["failures"]
+    assert (endings["dropped"], endings["clean"]) == (drops, closes)
+    assert abs(drops - (drops + closes) / 4) <= 2  # evenly: one in four per user, not at random
+
+
+LEAKS_ONLY_ON_DROP = """
+name = "leak-on-drop"
+[target]
+command = "{python} -m runner.targets.leaky --port {port} --leak-bytes 4096 --leak-on-drop-only"
+memray = true
+[load]
+users = 20
+spawn_rate = 40
+duration = "20s"
+messages = 1
+drop_fraction = 0.5
+[phases]
+baseline = "1s"
+drain = "5s"
+cooldown = "1s"
+"""
+
+
+def test_a_leak_on_the_drop_path_only_is_found_with_drops(tmp_path):
+    """The server cleans up after a clean close only: half the connections dropped leak half of 4 KB each."""
+    profile = tmp_path / "drop-leak.toml"
+    profile.write_text(LEAKS_ONLY_ON_DROP)
+    out = tmp_path / "run"
+    result = soak("run", str(profile), "--out", str(out), "--quiet", timeout=400)
+    assert result.returncode == 1, result.stdout + result.stderr
+    top = json.loads((out / "summary.json").read_text())["sites"][0]
+    assert top["location"] == "runner/targets/leaky.py:26"
+    assert 1024 <= top["bytes_per_connection"] <= 3072  # ~2048: the dropped half only, not all 4096

@@ -60,12 +60,12 @@ def test_soak_attached_by_pid_tracks_the_heap_and_names_the_leaking_line(tmp_pat
         result = soak("run", str(_profile(tmp_path, "leaky", users=20, duration="12s")), "--pid", str(server.process.pid),
                       "--out", str(out), "--quiet", timeout=300)  # fmt: skip
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "leak site: runner/targets/leaky.py:25 in __init__" in result.stdout, result.stdout
+        assert "leak site: runner/targets/leaky.py:26 in __init__" in result.stdout, result.stdout
         assert server.process.poll() is None  # attached, never stopped by soak
 
         summary = json.loads((out / "summary.json").read_text())
         assert summary["memray"]["enabled"] and summary["memray"]["status"] == "complete", summary["memray"]
-        assert summary["sites"][0]["location"] == "runner/targets/leaky.py:25"
+        assert summary["sites"][0]["location"] == "runner/targets/leaky.py:26"
         assert 1024 <= summary["sites"][0]["bytes_per_connection"] <= 3072
         assert summary["metrics"]["heap"]["slope_per_connection"] > 512, summary["metrics"]["heap"]
         assert not any("memray skipped" in note for note in summary["notes"]), summary["notes"]

@@ -32,7 +32,7 @@ def test_leaky_target_names_the_leaking_line(tmp_path):
     sites = leak_sites(reduced, samples, budget=BUDGET)
     assert sites, "no site grew with connections"
     top = sites[0]
-    assert top["location"].endswith("runner/targets/leaky.py:25"), sites[:3]
+    assert top["location"].endswith("runner/targets/leaky.py:26"), sites[:3]
     assert top["function"] in ("__init__", "make_session")
     assert any("make_session" in frame for frame in top["stack"]) and any("handler" in frame for frame in top["stack"])
     assert 0.5 * LEAK_BYTES <= top["bytes_per_connection"] <= 1.5 * LEAK_BYTES

@@ -29,11 +29,11 @@ def test_soak_names_the_leaking_line_and_links_memrays_flamegraph(tmp_path):
     out = tmp_path / "run"
     result = soak("run", str(profile), "--out", str(out), "--quiet", timeout=400)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "leak site: runner/targets/leaky.py:25 in __init__ keeps" in result.stdout, result.stdout
+    assert "leak site: runner/targets/leaky.py:26 in __init__ keeps" in result.stdout, result.stdout
 
     summary = json.loads((out / "summary.json").read_text())
     top = summary["sites"][0]
-    assert top["location"] == "runner/targets/leaky.py:25"
+    assert top["location"] == "runner/targets/leaky.py:26"
     assert 1024 <= top["bytes_per_connection"] <= 3072
     assert {"location", "function", "bytes_per_connection", "live_bytes_end", "share"} <= set(top)
     heap = summary["metrics"]["heap"]  # the heap series reached the analysis

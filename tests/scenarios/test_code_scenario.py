@@ -163,3 +163,42 @@ def test_parse_profile_keeps_function_name(tmp_path):
     profile = parse_profile({"target": {"command": "x --port {port}"}, "scenario": {"file": str(script), "function": "run"}})
     plan = build_plan(profile)
     assert plan is not None and plan.code is not None and plan.code.__name__ == "run" and plan.steps == ()
+
+
+
+def test_abort_ends_the_connection_without_a_closing_handshake(tmp_path):
+    import threading
+
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.sync.server import serve
+
+    from runner.profile import load_profile
+    from tests.conftest import free_port
+
+    endings: list[str] = []
+
+    def handler(ws):
+        try:
+            for message in ws:
+                ws.send(message)
+            endings.append("clean")
+        except ConnectionClosedError:
+            endings.append("dropped")
+
+    port = free_port()
+    server = serve(handler, "127.0.0.1", port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        body = "def scenario(conn, ctx):\n    conn.send('x')\n    assert conn.recv() == 'x'\n    if ctx.n == 0:\n        conn.abort()\n"
+        plan = build_plan(load_profile(_profile(tmp_path, body)))
+        user = RecordingUser()
+        plan.run_cycle(user, url=f"ws://127.0.0.1:{port}/")  # aborts
+        plan.run_cycle(user, url=f"ws://127.0.0.1:{port}/")  # returns: the runner closes cleanly
+        for _ in range(50):
+            if len(endings) == 2:
+                break
+            threading.Event().wait(0.1)
+    finally:
+        server.shutdown()
+    assert endings == ["dropped", "clean"]
+    assert user.counters.errors == 0 and user.counters.closed == 2
