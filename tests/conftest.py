@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -51,6 +53,24 @@ class Server:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+@contextmanager
+def threaded_server(handler: Callable[[Any], None]) -> Iterator[str]:
+    """A websockets sync server running ``handler`` in a thread of the test process; yields its URL.
+
+    For tests that must see what the server saw (headers, how each connection ended);
+    a run against it samples the test process itself (``--pid os.getpid()``).
+    """
+    from websockets.sync.server import serve
+
+    port = free_port()
+    server = serve(handler, "127.0.0.1", port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture

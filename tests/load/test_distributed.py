@@ -13,7 +13,7 @@ from runner.cli.worker import parse_master
 from runner.errors import EXIT_USAGE, UsageError
 from runner.load.distributed import WorkerCounters, sample_latencies
 from runner.load.cpu import SaturationTracker
-from tests.conftest import ROOT, free_port, soak
+from tests.conftest import ROOT, free_port, soak, threaded_server
 
 PROFILE = """
 name = "distributed"
@@ -159,10 +159,6 @@ def test_worker_reports_carry_a_bounded_sample_of_latencies():
 
 def test_user_ids_do_not_repeat_across_workers(tmp_path):
     """{user_id} is offset by worker: 6 users on 2 workers send 6 different ids in their handshake header."""
-    import threading
-
-    from websockets.sync.server import serve
-
     seen: list[str] = []
 
     def handler(ws):
@@ -170,10 +166,6 @@ def test_user_ids_do_not_repeat_across_workers(tmp_path):
         for message in ws:
             ws.send(message)
 
-    port = free_port()
-    server = serve(handler, "127.0.0.1", port)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     profile = tmp_path / "ids.toml"
     profile.write_text(
         "[target]\nmemray = false\n"
@@ -182,12 +174,9 @@ def test_user_ids_do_not_repeat_across_workers(tmp_path):
         "[phases]\nbaseline = \"0s\"\ndrain = \"10s\"\ncooldown = \"0s\"\n"
         "[sampling]\ninterval = \"0.5s\"\nuss = false\n"
     )
-    try:
-        # the server runs in this test process, so the run samples this process (--pid)
-        result = soak("run", str(profile), "--url", f"ws://127.0.0.1:{port}/", "--pid", str(os.getpid()),
+    with threaded_server(handler) as url:  # in this process, so the run samples this process (--pid)
+        result = soak("run", str(profile), "--url", url, "--pid", str(os.getpid()),
                       "--out", str(tmp_path / "run"), "--quiet", timeout=240)
-    finally:
-        server.shutdown()
     assert result.returncode in (0, 4), result.stdout + result.stderr
     ids = {int(value) for value in seen}
     assert len(ids) == 6, sorted(ids)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+
+from websockets.exceptions import ConnectionClosedError
 
 from runner.results import read_samples
-from tests.conftest import soak
+from tests.conftest import soak, threaded_server
 
 PROFILE = """
 name = "connections-per-user"
@@ -57,14 +61,6 @@ def test_connections_per_user_refuses_a_scenario(tmp_path):
 
 def test_drop_fraction_ends_that_share_without_a_closing_handshake(tmp_path):
     """drop_fraction = 0.25: every 4th connection of a user just vanishes; the server sees exactly those as unclean."""
-    import os
-    import threading
-
-    from websockets.exceptions import ConnectionClosedError
-    from websockets.sync.server import serve
-
-    from tests.conftest import free_port
-
     endings = {"clean": 0, "dropped": 0}
     lock = threading.Lock()
 
@@ -78,10 +74,6 @@ def test_drop_fraction_ends_that_share_without_a_closing_handshake(tmp_path):
         with lock:
             endings[ending] += 1
 
-    port = free_port()
-    server = serve(handler, "127.0.0.1", port)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     profile = tmp_path / "drop.toml"
     profile.write_text(
         "[target]\nmemray = false\n"
@@ -90,12 +82,8 @@ def test_drop_fraction_ends_that_share_without_a_closing_handshake(tmp_path):
         "[sampling]\ninterval = \"0.5s\"\nuss = false\n"
     )
     out = tmp_path / "run"
-    try:
-        # the server runs in this test process, so the run samples this process (--pid)
-        result = soak("run", str(profile), "--url", f"ws://127.0.0.1:{port}/", "--pid", str(os.getpid()),
-                      "--out", str(out), "--quiet", timeout=120)
-    finally:
-        server.shutdown()
+    with threaded_server(handler) as url:  # in this process, so the run samples this process (--pid)
+        result = soak("run", str(profile), "--url", url, "--pid", str(os.getpid()), "--out", str(out), "--quiet", timeout=120)
     assert result.returncode in (0, 4), result.stdout + result.stderr
     stats = {entry["name"]: entry for entry in json.loads((out / "locust_stats.json").read_text())["requests"]}
     drops, closes = stats["drop"]["requests"], stats["close"]["requests"]

@@ -170,10 +170,9 @@ def test_abort_ends_the_connection_without_a_closing_handshake(tmp_path):
     import threading
 
     from websockets.exceptions import ConnectionClosedError
-    from websockets.sync.server import serve
 
     from runner.profile import load_profile
-    from tests.conftest import free_port
+    from tests.conftest import threaded_server
 
     endings: list[str] = []
 
@@ -185,20 +184,15 @@ def test_abort_ends_the_connection_without_a_closing_handshake(tmp_path):
         except ConnectionClosedError:
             endings.append("dropped")
 
-    port = free_port()
-    server = serve(handler, "127.0.0.1", port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        body = "def scenario(conn, ctx):\n    conn.send('x')\n    assert conn.recv() == 'x'\n    if ctx.n == 0:\n        conn.abort()\n"
-        plan = build_plan(load_profile(_profile(tmp_path, body)))
-        user = RecordingUser()
-        plan.run_cycle(user, url=f"ws://127.0.0.1:{port}/")  # aborts
-        plan.run_cycle(user, url=f"ws://127.0.0.1:{port}/")  # returns: the runner closes cleanly
+    body = "def scenario(conn, ctx):\n    conn.send('x')\n    assert conn.recv() == 'x'\n    if ctx.n == 0:\n        conn.abort()\n"
+    plan = build_plan(load_profile(_profile(tmp_path, body)))
+    user = RecordingUser()
+    with threaded_server(handler) as url:
+        plan.run_cycle(user, url=url)  # aborts
+        plan.run_cycle(user, url=url)  # returns: the runner closes cleanly
         for _ in range(50):
             if len(endings) == 2:
                 break
             threading.Event().wait(0.1)
-    finally:
-        server.shutdown()
     assert endings == ["dropped", "clean"]
     assert user.counters.errors == 0 and user.counters.closed == 2
