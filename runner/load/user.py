@@ -132,7 +132,7 @@ class ChurnUser(User):
         return False
 
     def _release(self, client: WebSocketClient) -> None:
-        """Drop the socket and count the connection as closed, whatever state it is in."""
+        """Release the socket and count the connection as closed, whatever state it is in."""
         client.abort()
         self.counters.closed += 1
 
