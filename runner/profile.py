@@ -558,8 +558,26 @@ def parse_profile(
     target: TargetSettings = sections["target"]
     target = _complete_target(target)
     sections["target"] = target
+    _check_echo_only_keys(sections["load"], sections["scenario"])
     _resolve_files(sections, source)
     return Profile(name=name, source=source, **sections)
+
+
+#: [load] keys the plain echo loop honours and a scenario does not: key -> how a scenario does it.
+_ECHO_ONLY_KEYS = {
+    "connections_per_user": "open the extra connections in a scenario file",
+    "drop_fraction": "end connections without a close handshake in a scenario file (conn.abort())",
+}
+
+
+def _check_echo_only_keys(load: LoadSettings, scenario: ScenarioSettings) -> None:
+    """Refuse a [load] key that a scenario would silently ignore."""
+    if not (scenario.steps or scenario.file):
+        return
+    defaults = LoadSettings()
+    for key, instead in _ECHO_ONLY_KEYS.items():
+        if getattr(load, key) != getattr(defaults, key):
+            raise ProfileError(f"load.{key} applies to the plain echo loop, not to a scenario", hint=f"drop load.{key}, or {instead}")
 
 
 def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
@@ -592,16 +610,6 @@ def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
     scenario: ScenarioSettings = sections["scenario"]
     if scenario.steps and scenario.file:
         raise ProfileError("scenario.steps and scenario.file exclude each other", hint="describe the steps in the profile or in a Python file, not both")
-    if load.connections_per_user > 1 and (scenario.steps or scenario.file):
-        raise ProfileError(
-            "load.connections_per_user applies to the plain echo loop, not to a scenario",
-            hint="drop load.connections_per_user (or set it to 1), or open the extra connections in a scenario file",
-        )
-    if load.drop_fraction and (scenario.steps or scenario.file):
-        raise ProfileError(
-            "load.drop_fraction applies to the plain echo loop, not to a scenario",
-            hint="drop load.drop_fraction, or end connections without a close handshake in a scenario file (conn.abort())",
-        )
     sections["scenario"] = replace(
         scenario, file=resolve(scenario.file, "scenario.file", "a Python file with a function scenario(conn, ctx)")
     )

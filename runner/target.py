@@ -15,7 +15,7 @@ from typing import Sequence
 import psutil
 
 from .errors import TargetError, UsageError
-from .watchdog import start_time
+from .watchdog import PRUNE_AT, start_time
 
 __all__ = ["free_port", "port_in_use", "wait_for_port", "substitute", "StartedTarget", "AttachedTarget", "TargetOutcome", "tail"]
 
@@ -96,9 +96,6 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-#: Remembered pids are checked for life (and the dead forgotten) past this many.
-KNOWN_PIDS_PRUNE_AT = 4096
-
 _WATCHDOG_SCRIPT = str(Path(__file__).with_name("watchdog.py"))
 
 
@@ -175,7 +172,7 @@ class StartedTarget:
         self._known_pids |= pids
         if new:
             self._tell_watchdog(new)
-        if len(self._known_pids) > KNOWN_PIDS_PRUNE_AT:  # a target that forks per connection
+        if len(self._known_pids) > PRUNE_AT:  # a target that forks per connection: forget the dead, as the watchdog does
             self._known_pids = {pid for pid in self._known_pids if psutil.pid_exists(pid)} | {self.pid}
 
     def _tell_watchdog(self, pids: set[int]) -> None:

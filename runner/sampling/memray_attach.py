@@ -86,6 +86,33 @@ def _session_options(files: MemrayFiles, *, checkpoint_interval: float, memory_i
     }
 
 
+#: Payload prelude: stop the soak session this process holds, if any (True when there was one).
+#: memray allows one tracker at a time, so an attach replaces a session left by a killed run.
+_STOP_SESSION = """\
+import argparse
+import atexit
+
+import memray
+
+
+def _soak_runner_stop(reason):
+    session = getattr(memray, "_soak_runner_session", None)
+    memray._soak_runner_session = None
+    hook = getattr(memray, "_soak_runner_atexit", None)
+    if hook is not None:
+        atexit.unregister(hook)
+        memray._soak_runner_atexit = None
+    if session is None:
+        return False
+    try:
+        session.stop(reason)
+    finally:
+        session.log.close()
+    return True
+
+"""
+
+
 def attach_payload(launcher: str, options: dict[str, Any]) -> str:
     """The Python source run inside the target to start a soak tracking session.
 
@@ -94,23 +121,8 @@ def attach_payload(launcher: str, options: dict[str, Any]) -> str:
     that did not detach (it crashed) is stopped first; memray allows one tracker at a time.
     Any exception comes back to the runner as its ``repr`` (memray's injector does that).
     """
-    return f"""\
-import argparse
-import atexit
-
-import memray
-
-_previous = getattr(memray, "_soak_runner_session", None)
-if _previous is not None:
-    memray._soak_runner_session = None
-    try:
-        _previous.stop("replaced")
-    finally:
-        _previous.log.close()
-_old_hook = getattr(memray, "_soak_runner_atexit", None)
-if _old_hook is not None:
-    atexit.unregister(_old_hook)
-    memray._soak_runner_atexit = None
+    return _STOP_SESSION + f"""\
+_soak_runner_stop("replaced")
 
 _launcher = {launcher!r}
 _namespace = {{"__name__": "_soak_runner_memray_launch", "__file__": _launcher}}
@@ -140,23 +152,9 @@ memray._soak_runner_atexit = _soak_runner_stop_at_exit
 
 def detach_payload() -> str:
     """The Python source run inside the target to stop the soak session (finalises the capture)."""
-    return """\
-import atexit
-
-import memray
-
-_session = getattr(memray, "_soak_runner_session", None)
-if _session is None:
+    return _STOP_SESSION + """\
+if not _soak_runner_stop("detach"):
     raise RuntimeError("no soak-runner memray session is active in this process")
-memray._soak_runner_session = None
-_hook = getattr(memray, "_soak_runner_atexit", None)
-if _hook is not None:
-    atexit.unregister(_hook)
-    memray._soak_runner_atexit = None
-try:
-    _session.stop("detach")
-finally:
-    _session.log.close()
 """
 
 

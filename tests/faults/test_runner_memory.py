@@ -16,7 +16,8 @@ import time
 import pytest
 
 from runner.sampling.process import TreeSampler
-from runner.target import KNOWN_PIDS_PRUNE_AT, StartedTarget
+from runner.target import StartedTarget
+from runner.watchdog import PRUNE_AT
 
 pytestmark = pytest.mark.faults
 
@@ -56,7 +57,7 @@ def test_started_target_forgets_dead_pids_past_its_limit(tmp_path):
             proc = subprocess.Popen([sys.executable, "-S", "-c", "pass"])
             proc.wait()
             finished.append(proc.pid)
-        never = set(range(2**22 + 1, 2**22 + 1 + KNOWN_PIDS_PRUNE_AT + 10))  # above Linux's PID_MAX_LIMIT: never alive
+        never = set(range(2**22 + 1, 2**22 + 1 + PRUNE_AT + 10))  # above Linux's PID_MAX_LIMIT: never alive
         target.remember(set(finished) | never)
         assert target._known_pids == {target.pid}
     finally:
