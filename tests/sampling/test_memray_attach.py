@@ -112,6 +112,12 @@ def test_without_gdb_on_path_the_run_completes_on_psutil_with_a_note(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv to make a real ptrace refusal (attach as nobody to root's server)")  # fmt: skip
 def test_ptrace_refused_by_another_user_gives_the_ptrace_note():
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+    readable = subprocess.run([*as_nobody, "-c", "import runner.sampling.memray_attach"], capture_output=True,
+                              cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")})
+    if readable.returncode != 0:
+        pytest.skip("user nobody cannot read this checkout or its .venv (a private folder), "
+                    "so no process of another user can run the attach from it")
     server = Server("runner.targets.echo")
     folder = Path(tempfile.mkdtemp(prefix="soak-attach-nobody-"))
     try:
@@ -128,7 +134,7 @@ def test_ptrace_refused_by_another_user_gives_the_ptrace_note():
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")}  # nobody cannot write root's data file
         env["HOME"] = str(folder)
-        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        done = subprocess.run([*as_nobody, "-c", code],
                               capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("False memray skipped: cannot attach to pid"), done.stdout

@@ -13,7 +13,7 @@ from tests.conftest import soak
 from tests.scenarios.conftest import RecordingUser
 
 GOOD = '''\
-"""The README's example: auth, join, one broadcast, leave - against runner.targets.chat."""
+"""The documented example (docs/profiles.md): auth, join, one broadcast, leave - against runner.targets.chat."""
 
 
 def scenario(conn, ctx):
