@@ -269,7 +269,8 @@ class History:
     def runs(self, profile: str | None = None, *, limit: int | None = 20, exclude: str | Path | None = None,
              before: str | None = None) -> list[dict[str, Any]]:
         """The latest ``limit`` runs (of ``profile`` if given), oldest first, each with its ``metrics``."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if profile is not None:
             where.append("profile = ?")
             params.append(profile)

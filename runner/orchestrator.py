@@ -85,7 +85,7 @@ def _raise_fd_limit() -> tuple[int, int]:
 def _environment(fd_limit: tuple[int, int]) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("soak-runner", "locust", "websockets", "memray", "psutil", "gevent", "numpy", "scipy"):
         try:
             versions[package] = version(package)

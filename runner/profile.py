@@ -13,7 +13,7 @@ import re
 import shlex
 import string
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -108,7 +108,7 @@ class TargetSettings:
     @property
     def is_python(self) -> bool:
         """True when the command is run by the runner's own interpreter."""
-        return bool(self.command) and self.command[0] == "{python}"
+        return self.command is not None and len(self.command) > 0 and self.command[0] == "{python}"
 
     @property
     def wants_memray(self) -> bool:
@@ -249,7 +249,7 @@ class Profile:
         kwargs: dict[str, Any] = {"name": data.get("name", "run"), "source": data.get("source")}
         for section, klass in sections.items():
             values = dict(data.get(section) or {})
-            known = {f for f in klass.__dataclass_fields__}
+            known = {f.name for f in fields(klass)}
             values = {k: v for k, v in values.items() if k in known}
             if section == "target" and values.get("command") is not None:
                 values["command"] = tuple(values["command"])

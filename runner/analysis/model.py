@@ -52,7 +52,7 @@ class MetricResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data; an unbounded interval end (too little data) becomes ``None``."""
-        data = _finite(asdict(self))
+        data: dict[str, Any] = _finite(asdict(self))
         data["verdict"] = self.verdict.value
         data["window"] = list(self.window) if self.window else None
         return data

@@ -138,7 +138,6 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
     x, y, t = series.x, series.y, series.t
     total_cycles = int(x[-1] - x[0]) if len(x) else 0
     if len(x) < MIN_SAMPLES or total_cycles < settings.min_cycles:
-        needed = max(settings.min_cycles - total_cycles, 1)
         return MetricResult(
             name=name,
             unit=unit,
@@ -149,7 +148,7 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
             ),
             budget_per_connection=budget,
             samples_used=int(len(x)),
-            cycles_needed=needed,
+            cycles_needed=max(settings.min_cycles - total_cycles, 1),
         )
 
     cut = trim_warmup(x, y, min_points=MIN_SAMPLES, min_span=settings.min_cycles)

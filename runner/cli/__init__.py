@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from ..errors import EXIT_RUN_ERROR, EXIT_USAGE, SoakError
 from ..redact import redact_text
@@ -12,8 +12,16 @@ from . import analyze, report, run, worker, history
 
 __all__ = ["main", "COMMANDS"]
 
+class Command(Protocol):
+    """A subcommand: its docstring is the --help text; it fills its parser and runs."""
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
 #: (name, command class) of every subcommand, in --help order.
-COMMANDS = [
+COMMANDS: list[tuple[str, type[Command]]] = [
     ("run", run.RunCommand),
     ("analyze", analyze.AnalyzeCommand),
     ("report", report.ReportCommand),

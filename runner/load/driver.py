@@ -24,6 +24,7 @@ from typing import Any, IO
 from urllib.parse import urlsplit
 
 from locust.env import Environment
+from locust.runners import LocalRunner, MasterRunner
 from locust.stats import StatsEntry
 
 from ..errors import LoadError
@@ -70,7 +71,7 @@ class LoadDriver:
             # scenario: runner.load.scenario.ScenarioPlan (steps, identity, TLS) or None for the echo loop
             user_class = make_user_class(url, settings, self.counters, source_addresses=self.plan.source_addresses, scenario=scenario)
             self.environment = Environment(user_classes=[user_class], stop_timeout=stop_timeout, catch_exceptions=True)
-            self.runner = self.environment.create_local_runner()
+            self.runner: LocalRunner | MasterRunner = self.environment.create_local_runner()
             watch_stopping(self.environment, user_class)
             return
         self.counters = WorkerCounters()
@@ -219,7 +220,7 @@ def _last_line(path: Path) -> str:
     return lines[-1][-200:] if lines else ""
 
 
-def watch_stopping(environment: Environment, user_class: type) -> None:
+def watch_stopping(environment: Environment, user_class: Any) -> None:
     """Let held connections close as soon as the load stops (and hold again on the next start)."""
     environment.events.test_stopping.add_listener(lambda **_: user_class.stopping.set())
     environment.events.test_start.add_listener(lambda **_: user_class.stopping.clear())

@@ -312,7 +312,7 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
     if len(kinds) != 1:
         if not kinds:
             raise ProfileError(f"{where}: the step does nothing", hint="give it send/send_json, expect/expect_regex/expect_json, wait, repeat or close")
-        raise ProfileError(f"{where}: {' and '.join(sends[:1] + expects[:1] + others)} cannot be in one step", hint="split them into separate steps")
+        raise ProfileError(f"{where}: {' and '.join([*sends[:1], *expects[:1], *others])} cannot be in one step", hint="split them into separate steps")
     if "timeout" in step and not expects:
         raise ProfileError(f"{where}: timeout applies to an expect", hint="add expect/expect_regex/expect_json, or remove timeout")
     if len(sends) > 1:

@@ -246,7 +246,7 @@ def _shade_phases(ax: Any, phases: Iterable[Mapping[str, Any]], end: float, divi
         start = phase.get("start")
         if start is None:
             continue
-        stop = phase.get("end") if phase.get("end") is not None else end
+        stop: float = phase["end"] if phase.get("end") is not None else end
         ax.axvspan(start / divisor, stop / divisor, color=PHASE_COLOURS.get(phase.get("name", ""), "#ffffff"), lw=0, zorder=0)
         middle = (max(start, begin) + min(stop, end)) / 2
         wide_enough = (min(stop, end) - max(start, begin)) >= 0.04 * max(end - begin, 1e-9)
@@ -468,12 +468,12 @@ def trend_chart(runs: Sequence[Mapping[str, Any]], metric_names: Sequence[str] =
 def all_charts(samples: Sequence[Mapping[str, Any]], phases: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]],
                trend_runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, str | None]:
     """Every chart of the report, by name (``None`` where the data is missing)."""
-    samples = Columns(samples)
+    columns = Columns(samples)
     return {
-        "memory": memory_chart(samples, phases),
-        "slope": slope_chart(samples, metrics),
-        "connections": connections_chart(samples, phases),
-        "latency": latency_chart(samples, phases),
-        "resources": resources_chart(samples, phases),
+        "memory": memory_chart(columns, phases),
+        "slope": slope_chart(columns, metrics),
+        "connections": connections_chart(columns, phases),
+        "latency": latency_chart(columns, phases),
+        "resources": resources_chart(columns, phases),
         "trend": trend_chart(trend_runs),
     }

@@ -23,7 +23,7 @@ async def _serve_until_stopped(handler: Handler, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     # No compression: the load generator does not ask for it, and the bundled targets
     # should measure per-connection state, not zlib buffers.
     async with serve(handler, host, port, compression=None, max_queue=16, ping_interval=None):

@@ -148,7 +148,7 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     async with serve(handler, args.host, args.port, ssl=context, process_request=process_request, compression=None, max_queue=16, ping_interval=None):
         print(f"listening on {'wss' if context else 'ws'}://{args.host}:{args.port}/", flush=True)
         await stop

@@ -73,7 +73,7 @@ async def _serve(args: argparse.Namespace) -> None:
         if sig == signal.SIGTERM and args.ignore_sigterm:
             loop.add_signal_handler(sig, lambda: print("fault: ignoring SIGTERM", flush=True))
             continue
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
 
     async def handler(websocket: ServerConnection) -> None:
         if args.leak_bytes:

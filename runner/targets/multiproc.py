@@ -54,7 +54,7 @@ async def serve_worker(host: str, port: int, leak_bytes: int) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     # backlog: a 50K ramp arrives in bursts; compression off as in the other bundled targets.
     async with serve(echo, host, port, reuse_port=True, backlog=4096, compression=None, max_queue=16, ping_interval=None):
         print("ready", flush=True)  # tells the supervisor this worker's socket is bound
