@@ -11,7 +11,7 @@ import numpy as np
 from scipy import stats
 
 from .profile import AnalysisSettings, Profile
-from .progress import format_bytes
+from .units import format_bytes
 from .redact import redact_data, redact_text
 from .report import render_report
 from .results import RunFolder, RunRecord, write_json

@@ -201,7 +201,7 @@ def find_regressions(current: Mapping[str, Mapping[str, Any]], previous: Sequenc
 
 
 def _regression_message(name: str, figures: Mapping[str, Any], level: float, runs: int) -> str:
-    from .progress import format_bytes
+    from .units import format_bytes
 
     unit = (lambda v: format_bytes(v)) if name in ("rss", "uss", "heap") else (lambda v: f"{v:.3g}")
     text = (f"{name} per connection rose to {unit(figures['slope_per_connection'])} "

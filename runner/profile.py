@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 import shlex
 import string
 import tomllib
@@ -19,6 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .errors import ProfileError
+from .units import format_duration, parse_duration
 
 __all__ = [
     "Profile",
@@ -31,54 +31,11 @@ __all__ = [
     "HistorySettings",
     "load_profile",
     "parse_profile",
-    "parse_duration",
-    "format_duration",
     "PLACEHOLDERS",
 ]
 
 #: Placeholders a target command or URL may use.
 PLACEHOLDERS = ("port", "python")
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any, *, key: str = "duration") -> float:
-    """Seconds from a duration such as ``90s``, ``10m``, ``8h``, ``1h30m``, ``500ms`` or a number."""
-    if isinstance(value, bool):
-        raise ProfileError(f"{key}: expected a duration such as 90s, 10m or 8h, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
-            seconds = float(text)
-        elif text and re.fullmatch(f"(?:{_DURATION_PART.pattern})+", text):
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-        else:
-            raise ProfileError(
-                f"{key}: {value!r} is not a duration",
-                hint="write a number with a unit such as 90s, 10m, 8h or 1h30m",
-            )
-    else:
-        raise ProfileError(f"{key}: expected a duration such as 90s, 10m or 8h, got {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ProfileError(f"{key}: {value!r} must be a finite, non-negative duration")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """A short human form of a duration, e.g. ``2m``, ``1h30m``, ``0.5s``."""
-    if seconds < 60:
-        return f"{seconds:g}s"
-    parts = []
-    rest = int(round(seconds))
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            parts.append(f"{rest // size}{unit}")
-            rest %= size
-    return "".join(parts)
-
 
 @dataclass(frozen=True, kw_only=True)
 class TargetSettings:

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from .units import format_bytes
+
 __all__ = ["Progress", "format_bytes", "format_state", "slope_so_far", "SLOPE_POINTS", "SLOPE_EVERY"]
 
 #: Most points the slope-so-far fit uses (Theil-Sen is quadratic in the points).
@@ -23,19 +25,6 @@ SLOPE_POINTS = 300
 SLOPE_EVERY = 5.0
 #: Fewest steady points (after warm-up) before a slope is shown.
 _SLOPE_MIN_POINTS = 8
-
-
-def format_bytes(value: float | None) -> str:
-    """``1.5 KB``, ``-12 B``, ``3.2 GB`` (binary units); ``-`` for None."""
-    if value is None:
-        return "-"
-    sign = "-" if value < 0 else ""
-    value = abs(float(value))
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def slope_so_far(points: list[tuple[float, float]]) -> float | None:

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from runner.cli import main
 from runner.errors import ProfileError
-from runner.profile import _SCHEMA, load_profile, parse_duration, parse_profile
+from runner.profile import _SCHEMA, load_profile, parse_profile
+from runner.units import parse_duration
 from tests.conftest import ROOT
 
 ECHO = '"{python} -m runner.targets.echo --port {port}"'

@@ -3,28 +3,9 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import ProfileError
-from runner.profile import Profile, format_duration, load_profile, parse_duration, parse_profile
+from runner.profile import Profile, load_profile, parse_profile
 
 MINIMAL = {"target": {"command": "{python} -m runner.targets.echo --port {port}"}}
-
-
-@pytest.mark.parametrize(
-    "text, seconds",
-    [("90s", 90), ("10m", 600), ("8h", 28800), ("1h30m", 5400), ("500ms", 0.5), ("0.5s", 0.5), (30, 30), ("2.5", 2.5), ("1d", 86400)],
-)
-def test_durations(text, seconds):
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["10 minutes", "abc", "", "-5s", "5x", True, [1], "m"])
-def test_bad_durations_name_the_key(text):
-    with pytest.raises(ProfileError, match="load.duration"):
-        parse_duration(text, key="load.duration")
-
-
-def test_format_duration_round_trips():
-    for seconds in (0.5, 59, 90, 3600, 5400):
-        assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
 
 
 def test_defaults_and_default_url():

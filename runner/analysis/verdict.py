@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..profile import AnalysisSettings
+from ..units import format_bytes, format_eta
 from .model import MEMORY_METRICS, METRICS, Analysis, MetricResult, Verdict
 from .stats import Slope, Trend, cycles_to_decide, mann_kendall, theil_sen, thin, trim_warmup
 
@@ -35,7 +36,6 @@ __all__ = [
     "COUNT_DRAIN_TOLERANCE",
     "DECELERATION_RATIO",
     "MIN_SAMPLES",
-    "format_bytes",
 ]
 
 #: fds and threads: more than one per hundred connections that is never given back is a leak.
@@ -48,21 +48,6 @@ COUNT_DRAIN_TOLERANCE = 2
 DECELERATION_RATIO = 0.9
 #: Fewest samples in the analysed window (and in its late half, doubled) for any verdict.
 MIN_SAMPLES = 8
-
-
-def format_bytes(value: float) -> str:
-    """``2.1 KB``, ``32 B``, ``-6 B``: binary units, one decimal above bytes."""
-    if not math.isfinite(value):
-        return "unbounded" if value > 0 else "-unbounded"
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            if unit == "B":
-                return f"{sign}{value:.2g} B" if 0 < value < 10 else f"{sign}{value:.0f} B"
-            return f"{sign}{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -254,7 +239,7 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
         if needed is not None:
             reason += f"; about {needed:,} more connection cycles would decide it"
             if per_hour_rate:
-                reason += f" (~{_duration_text(needed / per_hour_rate * 3600)} at this run's rate)"
+                reason += f" (~{format_eta(needed / per_hour_rate * 3600)} at this run's rate)"
         else:
             reason += "; its estimate sits on the budget, so a longer run alone may not decide it"
 
@@ -284,14 +269,6 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
             "budget_per_hour": settings.budget_bytes_per_hour if unit == "bytes" else None,
         },
     )
-
-
-def _duration_text(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def combine(results: Mapping[str, MetricResult]) -> tuple[Verdict, list[str], list[str]]:

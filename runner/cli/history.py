@@ -14,7 +14,7 @@ _METRIC_ORDER = ("heap", "uss", "rss", "fds", "threads")
 
 
 def _cell(metric: str, figures: dict[str, Any] | None) -> str:
-    from ..progress import format_bytes
+    from ..units import format_bytes
 
     if not figures or figures.get("slope_per_connection") is None:
         return "-"

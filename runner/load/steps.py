@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import ProfileError
+from ..units import parse_duration
 
 __all__ = [
     "BUILTIN_FIELDS",
@@ -270,8 +271,6 @@ def _check_template(text: str, where: str) -> None:
 
 
 def _duration(value: Any, where: str) -> float:
-    from ..profile import parse_duration
-
     return parse_duration(value, key=where)
 
 

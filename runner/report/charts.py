@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from ..progress import format_bytes  # noqa: E402
+from ..units import format_bytes  # noqa: E402
 
 # Text stays text (not glyph paths): smaller SVG, selectable labels, the page's own font.
 matplotlib.rcParams["svg.fonttype"] = "none"

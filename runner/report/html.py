@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import jinja2
 import markupsafe
 
-from ..progress import format_bytes
+from ..units import format_bytes
 from ..redact import redact_data, redact_text
 from ..results import RunRecord
 from .charts import all_charts
@@ -66,7 +66,7 @@ def _ms(value: Any) -> str:
 def _duration(seconds: Any) -> str:
     if _missing(seconds):
         return "-"
-    from ..profile import format_duration
+    from ..units import format_duration
 
     return format_duration(float(round(float(seconds))))  # whole seconds: "44s", "1h30m"
 
