@@ -9,7 +9,7 @@ field a real run records, including per-interval latency percentiles and a targe
 then measures, each in a fresh child process so peak memory is that step's own:
 
 - ``report``: render report.html and junit.xml from the loaded record and its summary
-  (charts, templates) - the part issue #5 budgets at < 10 s and < 500 MB;
+  (charts, templates) - the part budgeted at < 10 s and < 500 MB;
 - ``finish``: the whole ``soak analyze`` path (load samples.jsonl, analysis, summary,
   junit, report, history).
 

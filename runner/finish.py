@@ -124,7 +124,7 @@ def _redacted(record: RunRecord) -> RunRecord:
     return replace(record, profile=profile, meta=redact_data(record.meta), run=redact_data(record.run))
 
 
-# --- outputs: summary.json, junit.xml, report.html, run history (issue #5) ------------
+# --- outputs: summary.json, junit.xml, report.html, run history ----------------------
 
 
 def _log_tail(path: Path, lines: int) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .errors import ProfileError
-from .units import format_duration, parse_duration
+from .units import parse_duration
 
 __all__ = [
     "Profile",
@@ -66,10 +66,6 @@ class TargetSettings:
     def is_python(self) -> bool:
         """True when the command is run by the runner's own interpreter."""
         return self.command is not None and len(self.command) > 0 and self.command[0] == "{python}"
-
-    @property
-    def wants_memray(self) -> bool:
-        return self.is_python if self.memray is None else (self.memray and self.is_python)
 
 
 @dataclass(frozen=True, kw_only=True)

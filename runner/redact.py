@@ -29,7 +29,6 @@ __all__ = [
     "redact_url",
     "redact_text",
     "redact_command",
-    "redact_env",
     "redact_data",
     "known_secrets",
 ]
@@ -166,11 +165,6 @@ def redact_command(argv: Sequence[str]) -> list[str]:
             hide_next = True
         out.append(redact_text(part))
     return out
-
-
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    """An environment with the values of secret-named variables masked."""
-    return {k: (MASK if is_secret_name(k) else redact_text(v)) for k, v in env.items()}
 
 
 def redact_data(data: Any) -> Any:

@@ -12,7 +12,7 @@ def test_defaults_and_default_url():
     profile = parse_profile(MINIMAL, name="p")
     assert profile.target.command == ("{python}", "-m", "runner.targets.echo", "--port", "{port}")
     assert profile.target.url == "ws://127.0.0.1:{port}/"
-    assert profile.target.is_python and profile.target.wants_memray
+    assert profile.target.is_python and profile.target.memray is None
     assert profile.load.users == 200 and profile.analysis.budget_bytes_per_connection == 32
 
 
@@ -20,7 +20,7 @@ def test_command_as_list_and_overrides():
     data = {"target": {"command": ["node", "server.js", "--port", "{port}"]}, "load": {"users": 10}}
     profile = parse_profile(data, overrides={"load": {"users": "25", "duration": "1m", "workers": None}})
     assert profile.load.users == 25 and profile.load.duration == 60
-    assert not profile.target.wants_memray
+    assert not profile.target.is_python
 
 
 def test_unknown_key_names_the_closest_valid_one():

@@ -12,7 +12,6 @@ from runner.redact import (
     known_secrets,
     redact_command,
     redact_data,
-    redact_env,
     redact_text,
     redact_url,
 )
@@ -95,10 +94,6 @@ def test_known_secrets_default_to_this_process_environment(monkeypatch):
 def test_redact_command_masks_flag_values_in_the_next_argument():
     argv = ["/usr/bin/server", "--port", "8080", "--token", "abc", "--password=pw", "--url", "wss://u:p@h/"]
     assert redact_command(argv) == ["/usr/bin/server", "--port", "8080", "--token", MASK, "--password=***", "--url", "wss://***@h/"]
-
-
-def test_redact_env():
-    assert redact_env({"API_KEY": "k", "URL": "ws://a:b@h/", "HOME": "/root"}) == {"API_KEY": MASK, "URL": "ws://***@h/", "HOME": "/root"}
 
 
 def test_redact_data_walks_json_and_keeps_numbers_and_structure():

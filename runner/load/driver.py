@@ -21,7 +21,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any, IO
-from urllib.parse import urlsplit
 
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner
@@ -36,7 +35,7 @@ from .cpu import cpu_reading
 from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_KEY, WorkerCounters
 from .user import make_user_class
 
-__all__ = ["LoadDriver", "stats_to_dict", "target_host", "watch_stopping"]
+__all__ = ["LoadDriver", "stats_to_dict", "watch_stopping"]
 
 
 class LoadDriver:
@@ -152,10 +151,6 @@ class LoadDriver:
             self.runner.start(self.settings.users, spawn_rate=self.settings.spawn_rate)
 
     @property
-    def users_running(self) -> int:
-        return self.runner.user_count
-
-    @property
     def ramped(self) -> bool:
         return self.runner.user_count >= self.settings.users
 
@@ -224,11 +219,6 @@ def watch_stopping(environment: Environment, user_class: Any) -> None:
     """Let held connections close as soon as the load stops (and hold again on the next start)."""
     environment.events.test_stopping.add_listener(lambda **_: user_class.stopping.set())
     environment.events.test_start.add_listener(lambda **_: user_class.stopping.clear())
-
-
-def target_host(url: str) -> str:
-    """The host part of a ws:// URL (for the capacity plan)."""
-    return urlsplit(url).hostname or ""
 
 
 def _entry(entry: StatsEntry) -> dict:
