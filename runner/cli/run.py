@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..profile import load_profile, parse_duration
+from ..profile import load_profile
+from ..units import parse_duration
 
 
 def _duration(text: str) -> str:
