@@ -645,9 +645,10 @@ def diff_groups(start: dict[str, Any], end: dict[str, Any], graph: dict[str, Any
             rows.append({"group": key, "count_delta": after["count"] - before["count"], "bytes_delta": grown,
                          "count_end": after["count"], "bytes_end": after["bytes"]})
     rows.sort(key=lambda r: r["bytes_delta"], reverse=True)
-    rows = rows[:limit]
+    closures = [r for r in rows if "() at " in r["group"]][:limit // 2]  # closures name the code that keeps them
+    rows = rows[:limit] + [r for r in closures if r not in rows[:limit]]
     if graph is not None:
-        paths = _retainer_paths(graph, [r["group"] for r in rows[:3]])
+        paths = _retainer_paths(graph, [r["group"] for r in rows[:3]] + [r["group"] for r in closures[:3]])
         for row in rows:
             if row["group"] in paths:
                 row["retainers"] = paths[row["group"]]

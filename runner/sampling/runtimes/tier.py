@@ -93,8 +93,8 @@ class RuntimeTier:
         wall = time.monotonic() - self.opened_at if self.opened_at is not None else None
         share = self.gc_seconds / wall if wall else None
         if share is not None and share > 2 * GC_SHARE:
-            self._note(f"{self.name} heap probe: the forced collections took {share:.0%} of wall time (a large heap; "
-                       f"at least {MIN_STEADY_CHECKPOINTS} checkpoints per steady phase are kept for the verdict)")
+            self._note(f"{self.name} heap probe: the forced collections took {share:.0%} of wall time (a large or busy heap; "
+                       f"at least {MIN_STEADY_CHECKPOINTS} checkpoints per steady phase are kept for the verdict; a longer steady phase spaces them out)")
         return {"runtime": self.name, "checkpoints": self.checkpoints, "gc_seconds": round(self.gc_seconds, 3),
                 "gc_share": round(self.gc_seconds / wall, 4) if wall else None}
 
