@@ -27,16 +27,28 @@ def _checkpoints(samples: list[dict], per_connection: float, *, every: int = 4) 
     lines = []
     for s in samples[::every]:
         leak = int(per_connection * s["closed"])
-        lines.append({"wall": s["wall"] + 0.01, "phase": s["phase"], "heap": 5_000_000 + leak, "native": 1_000_000,
-                      "gc_seconds": 0.05, "sites": [["app.js:10", "rememberUser", leak, None, ["rememberUser app.js:10"]],
-                                                    ["app.js:3", "boot", 400_000, None]]})
+        lines.append(
+            {
+                "wall": s["wall"] + 0.01,
+                "phase": s["phase"],
+                "heap": 5_000_000 + leak,
+                "native": 1_000_000,
+                "gc_seconds": 0.05,
+                "sites": [
+                    ["app.js:10", "rememberUser", leak, None, ["rememberUser app.js:10"]],
+                    ["app.js:3", "boot", 400_000, None],
+                ],
+            }
+        )
     return lines
 
 
 def test_checkpoints_reduce_to_series_aligned_with_their_points():
     samples = _samples()
     reduced = reduce_checkpoints(reversed(_checkpoints(samples, 2000)), "node")  # order of lines does not matter
-    assert reduced["runtime"] == "node" and len(reduced["points"]) == 30 and reduced["points"] == sorted(reduced["points"])
+    assert (
+        reduced["runtime"] == "node" and len(reduced["points"]) == 30 and reduced["points"] == sorted(reduced["points"])
+    )
     sites = {s["function"]: s for s in reduced["sites"]}
     assert len(sites["rememberUser"]["live"]) == 30 and sites["rememberUser"]["stack"] == ["rememberUser app.js:10"]
     assert "count" not in sites["boot"] and reduced["native"][0] == [reduced["points"][0], 1_000_000]
@@ -58,14 +70,20 @@ def test_runtime_sites_use_the_per_connection_slope_and_say_their_runtime():
     sites = runtime_sites(reduced, joined, budget=32)
     assert [s["function"] for s in sites] == ["rememberUser"]  # boot does not grow
     assert sites[0]["bytes_per_connection"] == pytest.approx(2000, rel=0.02) and sites[0]["runtime"] == "node"
-    assert sites[0]["over_budget"] and sites[0]["location"] == "app.js:10" and sites[0]["share"] == pytest.approx(1, abs=0.05)
+    assert (
+        sites[0]["over_budget"]
+        and sites[0]["location"] == "app.js:10"
+        and sites[0]["share"] == pytest.approx(1, abs=0.05)
+    )
 
 
 def test_instance_counts_give_instances_per_connection():
     samples = _samples()
     lines = _checkpoints(samples, 100)
     for line in lines:
-        line["sites"] = [["Server$ConnState", "Server$ConnState", line["heap"] - 5_000_000, int((line["heap"] - 5_000_000) / 100)]]
+        line["sites"] = [
+            ["Server$ConnState", "Server$ConnState", line["heap"] - 5_000_000, int((line["heap"] - 5_000_000) / 100)]
+        ]
     reduced = reduce_checkpoints(lines, "jvm")
     site = runtime_sites(reduced, join_heap(samples, reduced["heap"]), budget=32)[0]
     assert site["instances_per_connection"] == pytest.approx(1.0, rel=0.02) and site["runtime"] == "jvm"
@@ -73,25 +91,40 @@ def test_instance_counts_give_instances_per_connection():
 
 def test_snapshot_growth_is_per_connection_between_the_two_snapshots():
     samples = _samples()
-    diff = {"why": "native grew", "start_wall": 1010.0, "end_wall": 1050.0,
-            "groups": [{"group": "Buffer", "count_delta": 4000, "bytes_delta": 400_000, "retainers": ["a.b"]}]}
+    diff = {
+        "why": "native grew",
+        "start_wall": 1010.0,
+        "end_wall": 1050.0,
+        "groups": [{"group": "Buffer", "count_delta": 4000, "bytes_delta": 400_000, "retainers": ["a.b"]}],
+    }
     growth = snapshot_growth(diff, samples)
     assert growth["connections"] == 4000
     assert growth["groups"][0]["bytes_per_connection"] == 100 and growth["groups"][0]["count_per_connection"] == 1
-    summary = runtime_summary(reduce_checkpoints(_checkpoints(samples, 0), "node"), {"snapshot_diff": diff}, {"gc_share": 0.02}, samples)
+    summary = runtime_summary(
+        reduce_checkpoints(_checkpoints(samples, 0), "node"), {"snapshot_diff": diff}, {"gc_share": 0.02}, samples
+    )
     assert summary["enabled"] and summary["gc_share"] == 0.02 and summary["snapshot_diff"]["connections"] == 4000
     assert any("inline" in note for note in summary["notes"])
     assert runtime_summary(None, {}, None, samples) == {"enabled": False}
 
 
 def _result(name: str, verdict: Verdict, slope: float = 0.0) -> MetricResult:
-    return MetricResult(name=name, unit="bytes", verdict=verdict, reason=f"{name} {verdict.value} {slope:g} B per connection",
-                        slope_per_connection=slope)
+    return MetricResult(
+        name=name,
+        unit="bytes",
+        verdict=verdict,
+        reason=f"{name} {verdict.value} {slope:g} B per connection",
+        slope_per_connection=slope,
+    )
 
 
 def test_rss_growth_alone_is_not_a_leak_when_the_runtime_heap_holds():
-    results = {"heap": _result("heap", Verdict.PASS, 3), "native": _result("native", Verdict.PASS),
-               "rss": _result("rss", Verdict.LEAK, 3700), "uss": _result("uss", Verdict.LEAK, 3600)}
+    results = {
+        "heap": _result("heap", Verdict.PASS, 3),
+        "native": _result("native", Verdict.PASS),
+        "rss": _result("rss", Verdict.LEAK, 3700),
+        "uss": _result("uss", Verdict.LEAK, 3600),
+    }
     verdict, reasons, _ = combine(results, runtime="node")
     assert verdict is Verdict.PASS
     assert "node heap after a forced GC held" in reasons[0] and "rss" in reasons[0] and "lazily" in reasons[0]
@@ -101,8 +134,11 @@ def test_rss_growth_alone_is_not_a_leak_when_the_runtime_heap_holds():
 
 
 def test_native_growth_the_runtime_reports_is_still_a_leak():
-    results = {"heap": _result("heap", Verdict.PASS), "native": _result("native", Verdict.LEAK, 16384),
-               "rss": _result("rss", Verdict.LEAK, 17000)}
+    results = {
+        "heap": _result("heap", Verdict.PASS),
+        "native": _result("native", Verdict.LEAK, 16384),
+        "rss": _result("rss", Verdict.LEAK, 17000),
+    }
     verdict, reasons, _ = combine(results, runtime="node")
     assert verdict is Verdict.LEAK and reasons[0].startswith("native leak")
     assert any("rss" in r for r in reasons)  # the reasons still say why RSS alone did not decide

@@ -20,7 +20,13 @@ import psutil
 import pytest
 
 from runner.load.client import WebSocketClient
-from runner.sampling.runtimes import ProbeUnavailable, open_probe, prepare_launch, runtime_of_command, runtime_of_process
+from runner.sampling.runtimes import (
+    ProbeUnavailable,
+    open_probe,
+    prepare_launch,
+    runtime_of_command,
+    runtime_of_process,
+)
 from runner.sampling.runtimes import node as node_probe
 from runner.target import free_port, wait_for_port
 from runner.watchdog import close_inspector
@@ -192,12 +198,23 @@ def test_failures_are_one_line_notes(monkeypatch: pytest.MonkeyPatch):
         sleeper.kill()
         sleeper.wait()
     # the port SIGUSR1 would open is taken: refused before any signal
-    blocker = psutil.Popen(["node", "-e", "require('net').createServer().listen(0,'127.0.0.1',function(){"
-                            "console.log(this.address().port)}); setInterval(()=>{},1000)"], stdout=subprocess.PIPE, text=True)
+    blocker = psutil.Popen(
+        [
+            "node",
+            "-e",
+            "require('net').createServer().listen(0,'127.0.0.1',function(){"
+            "console.log(this.address().port)}); setInterval(()=>{},1000)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(blocker.stdout.readline())
-        server = subprocess.Popen(["node", f"--inspect-port={port}", ECHO, "--port", str(free_port())],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            ["node", f"--inspect-port={port}", ECHO, "--port", str(free_port())],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             time.sleep(0.5)
             with pytest.raises(ProbeUnavailable, match=f"port {port}.*already in use"):

@@ -47,9 +47,14 @@ def test_leaky_node_server_is_a_leak_naming_the_function(tmp_path):
     assert top["runtime"] == "node" and top["location"].startswith("examples/node/echo.js:")
     # V8 may inline rememberUser into its caller: the bytes then go to serveConnection (said in the notes)
     assert top["function"] in ("rememberUser", "serveConnection"), summary["sites"][:3]
-    named = sum(s["bytes_per_connection"] for s in summary["sites"] if s["function"] in ("rememberUser", "serveConnection"))
+    named = sum(
+        s["bytes_per_connection"] for s in summary["sites"] if s["function"] in ("rememberUser", "serveConnection")
+    )
     assert 0.5 * USER_STATE_BYTES <= named <= 1.5 * USER_STATE_BYTES, summary["sites"][:3]
-    assert 0.5 * USER_STATE_BYTES <= top["bytes_per_connection"] <= 1.5 * USER_STATE_BYTES or top["function"] == "serveConnection"
+    assert (
+        0.5 * USER_STATE_BYTES <= top["bytes_per_connection"] <= 1.5 * USER_STATE_BYTES
+        or top["function"] == "serveConnection"
+    )
     assert 0.5 * USER_STATE_BYTES <= summary["metrics"]["heap"]["slope_per_connection"] <= 1.5 * USER_STATE_BYTES
     _no_secret_urls(out)
 
@@ -72,8 +77,18 @@ def test_a_small_last_seen_record_per_user_is_a_leak_in_two_minutes(tmp_path):
     """~200 B per connection, which RSS passed as 944 B against a 1 KB budget."""
     out = tmp_path / "last-seen"
     command = "node examples/node/echo.js --port {port} --leak last-seen"
-    result = soak("run", str(ROOT / "profiles" / "node.toml"), "--target", command, "--duration", "2m", "--quiet",
-                  "--out", str(out), timeout=400)
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "node.toml"),
+        "--target",
+        command,
+        "--duration",
+        "2m",
+        "--quiet",
+        "--out",
+        str(out),
+        timeout=400,
+    )
     summary = _summary(out)
     assert result.returncode == 1, result.stdout + result.stderr
     heap = summary["metrics"]["heap"]
