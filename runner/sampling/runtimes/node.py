@@ -326,6 +326,11 @@ def _is_user_frame(frame: dict[str, Any]) -> bool:
     return bool(url) and not url.startswith(("node:", "internal/")) and not url.startswith("file:///node:")
 
 
+def _is_user_location(location: str) -> bool:
+    """A site in the server's own code (not node's internals, not native)."""
+    return not location.startswith(("node:", "internal/", "(native)"))
+
+
 def _frame_text(frame: dict[str, Any]) -> tuple[str, str]:
     """(``file:line`` 1-based, function name) of a call frame."""
     line = int(frame.get("lineNumber", -1))
@@ -453,7 +458,7 @@ class NodeProbe:
         native = int(memory["external"]) if memory.get("external") is not None else None
         self._history.heap.append(heap)
         self._history.native.append(native or 0)
-        self._history.sites.append(sum(s.live_bytes for s in sites))
+        self._history.sites.append(sum(s.live_bytes for s in sites if _is_user_location(s.location)))
         return Checkpoint(heap=heap, native=native, sites=sites, gc_seconds=time.monotonic() - began)
 
     def _memory_usage(self) -> dict[str, Any]:
@@ -504,7 +509,7 @@ class NodeProbe:
         if native > SNAPSHOT_MIN_GROWTH:
             return f"native (Buffer/external) memory grew {native} bytes over the steady phase"
         if heap > SNAPSHOT_MIN_GROWTH and sites < heap / 2:
-            return f"the sampled functions explain {max(sites, 0)} of the heap's {heap} bytes of growth"
+            return f"the server's own functions explain {max(sites, 0)} of the heap's {heap} bytes of growth"
         return None
 
     def _snapshot(self, *, keep_graph: bool) -> dict[str, Any]:
