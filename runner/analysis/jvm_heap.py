@@ -156,34 +156,35 @@ def _user_frames(sample: OldObject) -> list[tuple[str, str, int]]:
 
 
 def class_provenance(name: str, samples: Sequence[OldObject]) -> dict[str, Any] | None:
-    """Where instances of class ``name`` (or what they hold) were allocated and what keeps them.
+    """Where instances of class ``name`` were allocated and what keeps them alive.
 
-    Uses the samples that are the class itself or are reached through it; the most
-    frequent innermost user frame is the allocating line. None without such samples.
+    The allocating line is the most frequent innermost user frame of the samples of the
+    class itself; without those, of the samples reached through it (a buffer its
+    constructor allocates). None when no sample is the class or is held by it.
     """
     related = [s for s in samples if name in s.path]
     if not related:
         return None
+    own = [s for s in related if s.type == name]
     counts: dict[tuple[str, str, int], int] = {}
     stacks: dict[tuple[str, str, int], list[str]] = {}
-    roots: dict[str, int] = {}
-    for s in related:
+    for s in own or related:
         user = _user_frames(s)
         if user:
-            key = user[0]
-            counts[key] = counts.get(key, 0) + 1
-            stacks.setdefault(key, [f"{java_location(c, ln)} {c.rsplit('.', 1)[-1]}.{m}" for c, m, ln in user[:8]])
+            counts[user[0]] = counts.get(user[0], 0) + 1
+            stacks.setdefault(user[0], [f"{java_location(c, ln)} {_short(c)}.{m}" for c, m, ln in user[:8]])
+    roots: dict[str, int] = {}
+    for s in related:
         if s.root:
             roots[s.root] = roots.get(s.root, 0) + 1
     best = max(counts, key=lambda k: counts[k]) if counts else None
-    chain = _chain_text(next((s for s in related if s.type == name), related[0]), name)
     return {
         "class": name,
         "location": java_location(best[0], best[2]) if best else None,
-        "function": f"{best[0].rsplit('.', 1)[-1]}.{best[1]}" if best else None,
+        "function": f"{_short(best[0])}.{best[1]}" if best else None,
         "stack": stacks.get(best, []) if best else [],
         "root": max(roots, key=lambda r: roots[r]) if roots else None,
-        "chain": chain,
+        "chain": _chain_text((own or related)[0]),
         "samples": len(related),
     }
 
@@ -199,7 +200,7 @@ def _short(name: str) -> str:
     return base.rsplit(".", 1)[-1] + "[]" * dims
 
 
-def _chain_text(sample: OldObject, name: str) -> str:
+def _chain_text(sample: OldObject) -> str:
     """The references from the root's holder down to the sampled object, e.g. ``Server.STATES -> ... -> [B``."""
     parts = []
     for i, cls in enumerate(reversed(sample.path)):

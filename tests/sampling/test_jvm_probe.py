@@ -90,6 +90,7 @@ def test_histogram_gives_heap_after_gc_and_classes_and_connstate_rises_one_per_c
     probe = open_probe(leaky.pid, started=True)
     try:
         assert probe.runtime == "jvm"
+        leaky.churn(30)  # warm-up: the first connections load classes and fill caches
         first = probe.checkpoint()
         names = {site.location for site in first.sites}
         assert {"java.lang.String", "[B", "java.lang.Class"} <= names

@@ -23,7 +23,6 @@ Contract (every probe module implements it; the run knows nothing runtime-specif
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -81,22 +80,17 @@ class LaunchPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _is_java(argv: Sequence[str]) -> bool:
-    """A command whose program is ``java`` (the JVM needs no change to its command: attach is dynamic)."""
-    return bool(argv) and os.path.basename(argv[0]) == "java"
-
-
 def prepare_launch(argv: Sequence[str], env: dict[str, str]) -> LaunchPlan:
     """The command (and environment) to start so that its runtime can be probed."""
-    if _is_java(argv):
-        return LaunchPlan(list(argv), dict(env), runtime="jvm")
+    if jvm.handles_command(argv):
+        return jvm.prepare_launch(argv, env)
     return LaunchPlan(list(argv), dict(env))
 
 
 def open_probe(pid: int, *, started: bool, runtime: str | None = None) -> RuntimeProbe:
     """A probe of process ``pid`` (``runtime`` from :func:`prepare_launch`, or detected from the executable)."""
     if runtime == "jvm" or (runtime is None and jvm.is_jvm(pid)):
-        return jvm.open_jvm_probe(pid)
+        return jvm.open_probe(pid, started=started)
     raise ProbeUnavailable(f"process {pid}: no runtime heap probe for this program")
 
 

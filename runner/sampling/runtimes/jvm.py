@@ -37,7 +37,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,12 @@ from ...analysis.jvm_heap import (
     parse_class_histogram,
     parse_old_objects,
 )
-from . import Checkpoint, ProbeUnavailable, RuntimeSite
+from . import Checkpoint, LaunchPlan, ProbeUnavailable, RuntimeSite
 
-__all__ = ["AttachClient", "JvmProbe", "find_jvm", "is_jvm", "open_jvm_probe", "ATTACH_TIMEOUT", "CALL_TIMEOUT"]
+__all__ = [
+    "AttachClient", "JvmProbe", "find_jvm", "is_jvm", "handles_command", "handles_executable", "prepare_launch",
+    "open_probe", "open_jvm_probe", "ATTACH_TIMEOUT", "CALL_TIMEOUT",
+]
 
 #: Longest wait for the attach socket after SIGQUIT.
 ATTACH_TIMEOUT = 10.0
@@ -79,11 +82,35 @@ def is_jvm(pid: int) -> bool:
         return False
 
 
-def find_jvm(pid: int) -> tuple[int, str | None]:
-    """``pid`` when it is a JVM, else its only JVM descendant (a launcher script, gradle, mvn).
+def handles_command(argv: Sequence[str]) -> bool:
+    """A command whose program is ``java`` (``java Server.java``, ``java -jar app.jar``)."""
+    return bool(argv) and os.path.basename(argv[0]) == "java"
 
-    Returns the pid and a note when it is not ``pid`` itself; ProbeUnavailable when there
-    is none or several (the run does not guess which one serves).
+
+def handles_executable(path: str) -> bool:
+    """A running process whose program is ``java``."""
+    return os.path.basename(path) == "java"
+
+
+def prepare_launch(argv: Sequence[str], env: dict[str, str]) -> LaunchPlan:
+    """The JVM needs no change to its command: attach is dynamic, and nothing is enabled before it is used."""
+    return LaunchPlan(list(argv), dict(env), runtime="jvm")
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    try:
+        return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in psutil.Process(pid).net_connections(kind="inet"))
+    except psutil.Error:
+        return False
+
+
+def find_jvm(pid: int, serving_port: int | None = None) -> tuple[int, str | None]:
+    """``pid`` when it is a JVM, else the JVM among its descendants (a launcher script, mvn exec).
+
+    With several JVMs the one listening on ``serving_port`` is taken. Returns the pid and a
+    note when it is not ``pid`` itself; ProbeUnavailable when there is none, or several and
+    none of them serves (the run does not guess).
     """
     if is_jvm(pid):
         return pid, None
@@ -92,6 +119,8 @@ def find_jvm(pid: int) -> tuple[int, str | None]:
     except psutil.Error:
         raise ProbeUnavailable(f"process {pid} is gone; no JVM to attach to") from None
     jvms = [c.pid for c in children if is_jvm(c.pid)]
+    if len(jvms) > 1 and serving_port is not None:
+        jvms = [j for j in jvms if _listens_on(j, serving_port)] or jvms
     if len(jvms) == 1:
         return jvms[0], f"JVM: probing java process {jvms[0]}, a child of {pid}"
     if jvms:
@@ -256,6 +285,9 @@ class JvmProbe:
             return
         self.recording = name
 
+    def steady_started(self) -> None:
+        """Nothing to do: the first checkpoint is the baseline of the class growth."""
+
     def checkpoint(self) -> Checkpoint:
         """Full GC and class histogram: the heap after GC and live bytes per class."""
         began = time.perf_counter()
@@ -338,8 +370,13 @@ class JvmProbe:
         return list(self.notes)
 
 
-def open_jvm_probe(pid: int) -> JvmProbe:
-    """A probe of the JVM ``pid`` (or its only JVM child); ProbeUnavailable with a one-line reason."""
-    target, note = find_jvm(pid)
+def open_jvm_probe(pid: int, serving_port: int | None = None) -> JvmProbe:
+    """A probe of the JVM ``pid`` (or the JVM child that serves); ProbeUnavailable with a one-line reason."""
+    target, note = find_jvm(pid, serving_port)
     client = AttachClient(target)
     return JvmProbe(target, client, [note] if note else [])
+
+
+def open_probe(pid: int, *, started: bool, serving_port: int | None = None) -> JvmProbe:
+    """The runtime contract's entry point (started or attached makes no difference to a JVM)."""
+    return open_jvm_probe(pid, serving_port)
