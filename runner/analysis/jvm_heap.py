@@ -32,6 +32,7 @@ __all__ = [
     "java_location",
     "class_provenance",
     "retained_per_connection",
+    "jvm_sites",
 ]
 
 _ROW = re.compile(r"^\s*\d+:\s+(\d+)\s+(\d+)\s+(\S+)(?:\s+\((.*)\))?\s*$")
@@ -243,3 +244,61 @@ def retained_per_connection(
                 total += float(class_slopes.get(kind, 0.0)) * held[owner] / totals[kind]
         out[owner] = total
     return out
+
+
+def jvm_sites(
+    sites: Sequence[Mapping[str, Any]], jfr: Mapping[str, Any] | None, *, budget: float
+) -> list[dict[str, Any]]:
+    """The per-class sites of a JVM run (shallow slopes), with what JFR's old objects add.
+
+    For each of the server's own classes: ``bytes_per_connection`` becomes the bytes it keeps
+    alive (its shallow slope plus the share of other classes' growth whose samples are held
+    through it, see :func:`retained_per_connection`; ``shallow_bytes_per_connection`` keeps
+    the histogram figure, the interval is scaled alike and ``retained`` says it is an
+    estimate), and ``allocated_at`` (``Server.java:77``), ``function``, ``stack``, ``root``
+    and ``chain`` name where it was allocated and what keeps it. A JDK class's growth held
+    by an owner gets ``held_by``. Without JFR the sites stay as the histogram gave them.
+    """
+    out = [dict(site) for site in sites]
+    paths = [tuple(p) for p in ((jfr or {}).get("paths") or []) if p]
+    found = {c["class"]: c for c in ((jfr or {}).get("classes") or []) if c.get("class")}
+    owners = [s["location"] for s in out if is_user_class(str(s["location"]))]
+    if not owners:
+        return out
+    slopes = {str(s["location"]): float(s["bytes_per_connection"]) for s in out}
+    retained = retained_per_connection(slopes, paths, owners=owners) if paths else {}
+    for site in out:
+        name = str(site["location"])
+        site["class"] = name
+        if name in retained and slopes[name] > 0 and retained[name] > slopes[name]:
+            ratio = retained[name] / slopes[name]
+            site["shallow_bytes_per_connection"] = site["bytes_per_connection"]
+            site["bytes_per_connection"] = round(retained[name], 1)
+            site["ci_low"] = round(float(site.get("ci_low") or 0.0) * ratio, 1)
+            site["ci_high"] = round(float(site.get("ci_high") or 0.0) * ratio, 1)
+            site["over_budget"] = bool(site["ci_low"] > budget)
+            site["retained"] = "estimate: shallow bytes plus what JFR's old-object samples show it holds"
+        origin = found.get(name)
+        if origin:
+            site["allocated_at"] = origin.get("location")
+            site["function"] = origin.get("function") or site.get("function") or ""
+            site["stack"] = list(origin.get("stack") or site.get("stack") or [])
+            site["root"] = origin.get("root")
+            site["chain"] = origin.get("chain")
+        elif name not in owners:
+            held = _held_by(name, paths, owners)
+            if held:
+                site["held_by"] = held
+    out.sort(key=lambda s: (not is_user_class(str(s["location"])), -float(s["bytes_per_connection"])))
+    return out
+
+
+def _held_by(name: str, paths: Sequence[Sequence[str]], owners: Sequence[str]) -> dict[str, float]:
+    """Share of class ``name``'s samples held (nearest) through each owner class."""
+    mine = [p for p in paths if p[0] == name]
+    shares: dict[str, float] = {}
+    for path in mine:
+        nearest = next((cls for cls in path[1:] if cls in owners), None)
+        if nearest:
+            shares[nearest] = shares.get(nearest, 0.0) + 1.0 / len(mine)
+    return {k: round(v, 3) for k, v in shares.items()}

@@ -8,6 +8,7 @@ from runner.analysis.jvm_heap import (
     class_provenance,
     is_user_class,
     java_location,
+    jvm_sites,
     parse_class_histogram,
     parse_old_objects,
     retained_per_connection,
@@ -105,3 +106,25 @@ def test_an_owner_is_credited_with_the_share_of_growth_it_holds() -> None:
 def test_names() -> None:
     assert java_location("com.example.Server$ConnState", 15) == "Server.java:15"
     assert is_user_class("Server$ConnState") and not is_user_class("[B") and not is_user_class("java.lang.String")
+
+
+def test_jvm_sites_credit_the_owner_and_name_its_line_and_root() -> None:
+    samples = parse_old_objects(RECORDING)
+    jfr = {"paths": [list(s.path) for s in samples],
+           "classes": [class_provenance("Server$ConnState", samples)]}
+    sites = [
+        {"location": "[B", "function": "", "bytes_per_connection": 1100.0, "ci_low": 1000.0, "ci_high": 1200.0,
+         "over_budget": True, "stack": []},
+        {"location": "Server$ConnState", "function": "", "bytes_per_connection": 40.0, "ci_low": 39.0,
+         "ci_high": 41.0, "over_budget": False, "stack": []},
+    ]
+    out = jvm_sites(sites, jfr, budget=64)
+    state = out[0]
+    assert state["class"] == "Server$ConnState" and state["bytes_per_connection"] == 590.0
+    assert state["shallow_bytes_per_connection"] == 40.0 and state["over_budget"] is True
+    assert state["allocated_at"] == "Server.java:77" and state["function"] == "Server.serve"
+    assert state["root"] == "static field Server.STATES"
+    assert out[1]["held_by"] == {"Server$ConnState": 0.5}
+    # without JFR: the histogram's figures, unchanged
+    plain = jvm_sites(sites, None, budget=64)
+    assert [s["bytes_per_connection"] for s in plain] == [40.0, 1100.0] and "allocated_at" not in plain[0]
