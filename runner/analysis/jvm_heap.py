@@ -252,12 +252,15 @@ def jvm_sites(
     """The per-class sites of a JVM run (shallow slopes), with what JFR's old objects add.
 
     For each of the server's own classes: ``bytes_per_connection`` becomes the bytes it keeps
-    alive (its shallow slope plus the share of other classes' growth whose samples are held
-    through it, see :func:`retained_per_connection`; ``shallow_bytes_per_connection`` keeps
-    the histogram figure, the interval is scaled alike and ``retained`` says it is an
-    estimate), and ``allocated_at`` (``Server.java:77``), ``function``, ``stack``, ``root``
-    and ``chain`` name where it was allocated and what keeps it. A JDK class's growth held
-    by an owner gets ``held_by``. Without JFR the sites stay as the histogram gave them.
+    alive, an estimate (``retained`` says how it was made; ``shallow_bytes_per_connection``
+    keeps the histogram figure; the interval is scaled alike): its shallow slope, plus the
+    share of JDK classes' growth whose old-object samples are held through it (see
+    :func:`retained_per_connection`), plus, for growing JDK classes JFR has no sample of,
+    a share of their growth in proportion to the owners' shallow growth (JDK objects do
+    not leak by themselves; the server's classes that grow are what can hold them). With
+    JFR, ``allocated_at`` (``Server.java:77``), ``function``, ``stack``, ``root`` and
+    ``chain`` name where the class was allocated and what keeps it. A JDK class's site says
+    whom its growth was credited to (``held_by``: shares from samples; ``credited_to``).
     """
     out = [dict(site) for site in sites]
     paths = [tuple(p) for p in ((jfr or {}).get("paths") or []) if p]
@@ -266,18 +269,30 @@ def jvm_sites(
     if not owners:
         return out
     slopes = {str(s["location"]): float(s["bytes_per_connection"]) for s in out}
-    retained = retained_per_connection(slopes, paths, owners=owners) if paths else {}
+    retained = retained_per_connection(slopes, paths, owners=owners)
+    sampled = {p[0] for p in paths}
+    growing = {o: slopes[o] for o in owners if slopes[o] > 0}
+    weight = sum(growing.values())
+    unsampled = [n for n, v in slopes.items() if n not in owners and n not in sampled and v > 0]
+    for name in unsampled if weight > 0 else []:
+        for owner, own in growing.items():
+            retained[owner] += slopes[name] * own / weight
+    how = []
+    if paths:
+        how.append("JFR old-object samples held through it")
+    if unsampled and weight > 0:
+        how.append("a share, by shallow growth, of growing JDK classes JFR did not sample")
     for site in out:
         name = str(site["location"])
         site["class"] = name
-        if name in retained and slopes[name] > 0 and retained[name] > slopes[name]:
+        if name in growing and retained[name] > slopes[name]:
             ratio = retained[name] / slopes[name]
             site["shallow_bytes_per_connection"] = site["bytes_per_connection"]
             site["bytes_per_connection"] = round(retained[name], 1)
             site["ci_low"] = round(float(site.get("ci_low") or 0.0) * ratio, 1)
             site["ci_high"] = round(float(site.get("ci_high") or 0.0) * ratio, 1)
             site["over_budget"] = bool(site["ci_low"] > budget)
-            site["retained"] = "estimate: shallow bytes plus what JFR's old-object samples show it holds"
+            site["retained"] = "estimate: its shallow bytes, plus " + " and ".join(how)
         origin = found.get(name)
         if origin:
             site["allocated_at"] = origin.get("location")
@@ -289,6 +304,8 @@ def jvm_sites(
             held = _held_by(name, paths, owners)
             if held:
                 site["held_by"] = held
+            elif name in unsampled and weight > 0:
+                site["credited_to"] = sorted(growing)
     out.sort(key=lambda s: (not is_user_class(str(s["location"])), -float(s["bytes_per_connection"])))
     return out
 

@@ -125,6 +125,11 @@ def test_jvm_sites_credit_the_owner_and_name_its_line_and_root() -> None:
     assert state["allocated_at"] == "Server.java:77" and state["function"] == "Server.serve"
     assert state["root"] == "static field Server.STATES"
     assert out[1]["held_by"] == {"Server$ConnState": 0.5}
-    # without JFR: the histogram's figures, unchanged
+    # without JFR: the only growing server class is credited with the JDK growth, as an estimate
     plain = jvm_sites(sites, None, budget=64)
-    assert [s["bytes_per_connection"] for s in plain] == [40.0, 1100.0] and "allocated_at" not in plain[0]
+    assert plain[0]["class"] == "Server$ConnState" and plain[0]["bytes_per_connection"] == 1140.0
+    assert "allocated_at" not in plain[0] and "did not sample" in plain[0]["retained"]
+    assert plain[1]["credited_to"] == ["Server$ConnState"]
+    # no server class grows: nothing is credited
+    alone = jvm_sites([sites[0]], None, budget=64)
+    assert alone[0]["bytes_per_connection"] == 1100.0 and "credited_to" not in alone[0]
