@@ -99,7 +99,7 @@ def _memory_evidence(samples: list[dict[str, Any]], analysis: Analysis, target: 
 
 def evaluate(record: RunRecord, settings: AnalysisSettings | None = None) -> tuple[Analysis, dict[str, Any]]:
     """Analyse a loaded run record; returns the analysis and the summary (pure)."""
-    analysis = analyse(record.samples, settings or record.profile.analysis)
+    analysis = analyse(record.samples, settings or record.profile.analysis, runtime=record.runtime_name)
     verdict, reasons = judge(record, analysis)
     return analysis, build_summary(record, analysis, verdict=verdict, reasons=reasons)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
@@ -44,6 +45,8 @@ from .sampling.memray_attach import attach as memray_attach, detach as memray_de
 from .sampling.memray_capture import MemrayFiles
 from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_freeze
 from .sampling.process import TreeSampler
+from .sampling.runtimes import prepare_launch, runtime_of_process
+from .sampling.runtimes.tier import RuntimeTier
 from .target import AttachedTarget, StartedTarget, free_port, port_in_use, substitute
 
 __all__ = ["run_soak", "RunResult", "default_run_dir"]
@@ -134,6 +137,8 @@ class _Run:
         self.memray_session: str | None = None
         self.memray_detached = gevent.event.Event()
         self._memray_wake: Callable[[], None] | None = None
+        #: The runtime heap tier (Node inspector, JVM attach) of a garbage-collected target.
+        self.runtime = RuntimeTier(folder.path, self._note)
 
     # --- clock and phases ------------------------------------------------------------
 
@@ -180,6 +185,7 @@ class _Run:
                 self.memray_detached.wait(timeout=DETACH_WAIT)
             else:
                 self._detach_memray()
+            self.runtime.close(wait=2.0)  # an attached server must not keep an inspector open
             os._exit(130)
 
     # --- sampling --------------------------------------------------------------------
@@ -270,6 +276,9 @@ class _Run:
                 url = f"ws://127.0.0.1:{ports[0]}/"
                 self.notes.append(f"--pid {target.pid}: load goes to {url} (its only listening port)")
             self._attach_memray(attached, url)
+            runtime = runtime_of_process(attached.pid) if target.runtime_heap else None
+            if runtime is not None:
+                self.runtime.open(attached.pid, started=False, runtime=runtime, serving_port=_url_port(url))
             return url
         assert target.command is not None and target.url is not None
         port = free_port() if any("{port}" in p for p in target.command) else None
@@ -280,7 +289,11 @@ class _Run:
                                   max_bytes=self._memray_max_bytes())
         if memray_plan.note:
             self._note(memray_plan.note)
-        started = StartedTarget(memray_plan.argv, self.folder.target_log, env=env)
+        launch = prepare_launch(memray_plan.argv, env) if target.runtime_heap and not memray_plan.tracked else None
+        for message in launch.notes if launch else []:
+            self._note(message)
+        started = StartedTarget(launch.argv if launch else memray_plan.argv, self.folder.target_log,
+                                env=launch.env if launch else env)
         self.target = started
         meta = _read_json(self.folder.meta)
         meta["target"] = {"command": argv, "url": url, "pid": started.pid, "memray": memray_plan.tracked}
@@ -293,6 +306,8 @@ class _Run:
             raise _Interrupted()
         if memray_plan.tracked:
             request_freeze(self.folder.path)
+        if launch is not None and launch.runtime is not None:
+            self.runtime.open(started.pid, started=True, runtime=launch.runtime, serving_port=_url_port(url))
         return url
 
     def _handshake(self, url: str) -> None:
@@ -378,6 +393,8 @@ class _Run:
                 )
             workers.append(gevent.spawn(self._sample_loop))
             workers.append(gevent.spawn(self._progress_loop))
+            self.runtime.start()  # before the load: the heap profiler samples from here on
+            workers.append(gevent.spawn(self.runtime.loop, lambda: self.state.phase, steady_seconds=self.profile.load.duration))
             self.enter("baseline")
             self.wait(self.profile.phases.baseline)
             self.enter("ramp")
@@ -386,7 +403,9 @@ class _Run:
             if not self.wait(ramp_limit, until=lambda: self.driver.ramped):
                 self.notes.append(f"ramp did not reach {self.profile.load.users} users within {ramp_limit:.0f}s")
             self.enter("steady")
+            self.runtime.steady_started()
             self.wait(self.profile.load.duration)
+            self.runtime.finish()
             self._drain()
         except _Interrupted:
             interrupted = True
@@ -404,6 +423,7 @@ class _Run:
                 self.state.phases[-1]["end"] = round(self.now(), 3)
             for worker in workers:
                 worker.kill(block=True, timeout=5)
+            self.runtime.close()
             if self.driver is not None:
                 self.driver.quit()
                 write_json(self.folder.locust_stats, redact_data(self.driver.stats()))
@@ -430,6 +450,7 @@ class _Run:
             "target": outcome,
             "notes": self.notes,
             "samples": self.writer.count if self.writer else 0,
+            "runtime": self.runtime.record(),
             "load_generator": {
                 **self.saturation.to_dict(),
                 "workers": self.load_plan.workers if self.load_plan else 0,
@@ -482,6 +503,15 @@ def _trim_per_second_counts(stats: Any, keep: int = PER_SECOND_COUNTS_KEPT) -> N
                 horizon = max(counts) - keep
                 for second in [s for s in counts if s < horizon]:
                     del counts[second]
+
+
+def _url_port(url: str) -> int | None:
+    """The port a ws:// or wss:// URL names (its scheme's default when none is given)."""
+    parts = urlsplit(url)
+    try:
+        return parts.port or (443 if parts.scheme == "wss" else 80)
+    except ValueError:
+        return None
 
 
 def _probe(url: str) -> None:

@@ -95,6 +95,9 @@ class TargetSettings:
     #: Trace every Python object allocation (memray's trace_python_allocators): exact sites
     #: for leaks of small (< 512 B) objects, at about 1.7x the CPU and 35x the capture of default memray.
     memray_python_allocators: bool = False
+    #: Read a garbage-collected server's live heap from its runtime (Node inspector, JVM attach):
+    #: a forced GC at paced checkpoints; the series leads the verdict. False: psutil (and memray) only.
+    runtime_heap: bool = True
     ready_timeout: float = 20.0
     #: Grace period between SIGTERM and SIGKILL when stopping the target.
     stop_timeout: float = 10.0
@@ -450,6 +453,7 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "memray": _optional(_boolean),
         "memray_max_mb": _optional(_number(float, minimum=1)),
         "memray_python_allocators": _boolean,
+        "runtime_heap": _boolean,
         "ready_timeout": _positive_duration,
         "stop_timeout": _duration,
         "pid": _optional(_number(int, minimum=1)),

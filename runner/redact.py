@@ -8,6 +8,8 @@ report, JUnit, history, the terminal). What counts as a secret:
 - ``Authorization``-style values (``Bearer ...``, ``Basic ...``);
 - ``NAME=VALUE`` / ``NAME: VALUE`` / ``"NAME": "VALUE"`` and ``--NAME VALUE`` where NAME
   is secret-named (its words include token, secret, password, key, auth, cookie, ...);
+- the session id of a debugger URL (``ws://127.0.0.1:PORT/<uuid>``, as Node's inspector
+  prints it): whoever has it drives the server's runtime;
 - the *values* of secret-named environment variables of the runner's own environment,
   wherever they appear (as CI systems mask known secrets), when at least 6 characters long.
 
@@ -52,6 +54,8 @@ MIN_KNOWN_SECRET = 6
 
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _URL = re.compile(r"\b(?:wss?|https?|ftp|redis|amqps?|postgres(?:ql)?|mysql|mongodb(?:\+srv)?)://[^\s\"'<>]+", re.I)
+#: The path of a debugger WebSocket URL that is a UUID (Node's inspector: the session id).
+_DEBUGGER_ID = re.compile(r"(?<=/)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-f-])", re.I)
 _USERINFO = re.compile(r"(?<=://)[^/@\s\"'<>]+@")
 _SCHEME_VALUE = re.compile(r"\b(Bearer|Basic|Token|Digest)(\s+)[A-Za-z0-9._~+/=-]{6,}", re.I)
 _VALUE = re.compile(r"\"[^\"]*\"|'[^']*'|[^\s&,;\"'<>)}\]]+")
@@ -147,7 +151,7 @@ def redact_text(text: str, *, secrets: Iterable[str] | None = None) -> str:
     for value in sorted(known_secrets() if secrets is None else secrets, key=len, reverse=True):
         if value and value in text:
             text = text.replace(value, MASK)
-    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    text = _URL.sub(lambda m: redact_url(_DEBUGGER_ID.sub(MASK, m.group(0)) if m.group(0)[:2].lower() == "ws" else m.group(0)), text)
     text = _SCHEME_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _mask_assignments(text)
     return _FLAG.sub(_mask_flag, text)

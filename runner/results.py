@@ -10,6 +10,8 @@ Files (format version :data:`FORMAT_VERSION`):
                      killed with SIGKILL leaves every sample but perhaps a torn last line.
 - ``run.json``       written at the end: phase boundaries, target outcome, load statistics.
 - ``target.log``     the target's stdout and stderr.
+- ``runtime/``       a GC runtime's heap probe: ``checkpoints.jsonl`` (heap, native and
+                     live bytes per site after a forced GC), ``finish.json`` (snapshot diff).
 - ``summary.json``, ``report.html``, ``junit.xml``   derived by analysis and reporting.
 
 Format history:
@@ -24,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from .analysis.runtime import reduce_checkpoints
 from .errors import RunFolderError
 from .profile import Profile
+from .sampling.memray_sites import join_heap
 
 __all__ = [
     "FORMAT_VERSION",
@@ -51,7 +55,8 @@ SAMPLE_FIELDS = (
     "errors",  # failed requests so far (cumulative)
     "rss",  # resident set size of the target's process tree, bytes
     "uss",  # unique set size of the tree, bytes
-    "heap",  # live Python heap by memray, bytes
+    "heap",  # live heap after a GC, bytes: Python's by memray, or the runtime's (V8, JVM) by its probe
+    "native",  # memory a GC runtime reports outside its heap (Node external/Buffers, JVM direct), bytes
     "fds",  # open file descriptors of the tree
     "threads",  # threads of the tree
     "cpu",  # CPU of the tree since the previous sample, percent of one core
@@ -203,6 +208,16 @@ class RunRecord:
     #: ``memray/reduced.json`` (heap at GC checkpoints, per-site live bytes), or None
     #: when the target did not run under memray. Its heap is already joined into ``samples``.
     memray: dict[str, Any] | None = None
+    #: ``runtime/checkpoints.jsonl`` reduced (:func:`runner.analysis.runtime.reduce_checkpoints`),
+    #: or None when no runtime heap probe ran. Its heap and native are joined into ``samples``.
+    runtime: dict[str, Any] | None = None
+    #: ``runtime/finish.json``: the probe's end-of-steady extras (a heap-snapshot diff, notes).
+    runtime_finish: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runtime_name(self) -> str | None:
+        """The GC runtime whose own heap figures the samples carry (``"node"``, ``"jvm"``), or None."""
+        return (self.runtime or {}).get("runtime") if self.runtime and self.runtime.get("heap") else None
 
     @property
     def complete(self) -> bool:
@@ -226,7 +241,7 @@ class RunRecord:
         profile = Profile.from_dict(meta.get("profile", {}))
         memray = _read_optional_json(folder.path / "memray" / "reduced.json") or None
         if memray and memray.get("heap"):
-            from .sampling.memray_sites import join_heap, tree_processes  # the heap metric: memray's checkpoints, by time
+            from .sampling.memray_sites import tree_processes  # the heap metric: memray's checkpoints, by time
 
             processes = tree_processes(samples)
             if processes > 1:
@@ -236,7 +251,27 @@ class RunRecord:
                 ]
             else:
                 samples = join_heap(samples, memray["heap"])
-        return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats, memray=memray)
+        runtime, runtime_finish = None, _read_optional_json(folder.path / "runtime" / "finish.json")
+        checkpoints = folder.path / "runtime" / "checkpoints.jsonl"
+        if checkpoints.exists() and not (memray and memray.get("heap")):
+            runtime = reduce_checkpoints(_read_jsonl(checkpoints), (run.get("runtime") or {}).get("runtime"))
+            samples = join_heap(samples, runtime["heap"])
+            if runtime["native"]:
+                samples = join_heap(samples, runtime["native"], field="native")
+        return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats, memray=memray,
+                   runtime=runtime, runtime_finish=runtime_finish)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a ``.jsonl`` file; a torn or corrupt line (a killed run) is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                yield value
 
 
 def _read_optional_json(path: Path) -> dict[str, Any]:

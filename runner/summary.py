@@ -7,6 +7,15 @@ Schema history (``schema_version``):
         baseline, baseline_spread, baseline_runs, budget_per_connection, message}),
         ``fail_on_regression``; or ``database`` and ``error`` when the history was unusable.
         Absent when the history is off (history.record = false).
+    3 - runtime (a GC runtime's own heap probe): ``enabled``, ``runtime`` ("node" | "jvm"),
+        ``checkpoints``, ``gc_seconds``, ``gc_share``, ``snapshot_diff`` ({why, connections,
+        groups: [{group, count_delta, bytes_delta, bytes_per_connection, count_per_connection,
+        retainers}]} or null), ``notes``; ``sites`` entries from it carry ``runtime`` (and
+        ``instances_per_connection`` where the runtime counts instances); metric ``native``.
+        JVM sites (``location`` is the class) add ``class``, ``shallow_bytes_per_connection``
+        and ``retained`` (how ``bytes_per_connection`` was credited), and with JFR
+        ``allocated_at`` (``Server.java:77``), ``root``, ``chain``; JDK classes ``held_by`` /
+        ``credited_to``.
 """
 
 from __future__ import annotations
@@ -15,11 +24,12 @@ from typing import Any
 
 from .analysis import Analysis, Verdict
 from .results import RunRecord
+from .analysis.runtime import runtime_sites, runtime_summary
 from .sampling.memray_sites import leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def load_figures(record: RunRecord) -> dict[str, Any]:
@@ -58,6 +68,16 @@ def _heap_budget(record: RunRecord, analysis: Analysis) -> float:
     return record.profile.analysis.budget_bytes_per_connection
 
 
+def _sites(record: RunRecord, analysis: Analysis) -> list[dict[str, Any]]:
+    """Sites that grew per connection: memray's, else the runtime probe's, else what run.json holds."""
+    if record.memray:
+        return leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis))
+    if record.runtime:
+        return runtime_sites(record.runtime, record.samples, budget=_heap_budget(record, analysis),
+                             finish=record.runtime_finish)
+    return list(record.run.get("sites", []))
+
+
 def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
     """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
     run = record.run
@@ -76,8 +96,9 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "complete": record.complete,
         "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
         "load": load_figures(record),
-        "sites": leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", [])),
+        "sites": _sites(record, analysis),
         "memray": memray_summary(record.memray),
+        "runtime": runtime_summary(record.runtime, record.runtime_finish, run.get("runtime"), record.samples),
         "target": target,
         "phases": run.get("phases", []),
     }

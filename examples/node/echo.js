@@ -1,14 +1,20 @@
 // A WebSocket echo server in Node.js with built-in modules only (no npm install):
 // a non-Python target for soak-runner. RFC 6455 handshake and framing by hand.
 //
-//   node examples/node/echo.js --port 8080 [--leak-bytes 2048]
+//   node examples/node/echo.js --port 8080 [--leak KIND[,KIND...]] [--leak-bytes 2048]
 //   soak run --target "node examples/node/echo.js --port {port}" --duration 2m
 //
-// --leak-bytes N keeps N bytes per connection forever (a leaky variant to soak).
+// Leaky variants to soak (each never frees what it keeps, at the default heap size):
+//   --leak user-state   a Map of ~2 KB of user state per connection, never deleted
+//   --leak last-seen    a ~200 B "last seen" record per user in a Map never pruned
+//   --leak listener     a listener added to a global EventEmitter per connection, never removed
+//   --leak buffer       a Buffer of --leak-bytes (default 2048) kept per connection
+//   --leak-bytes N      alone: as --leak buffer with N bytes (the original leaky variant)
 'use strict';
 
 const http = require('node:http');
 const crypto = require('node:crypto');
+const { EventEmitter } = require('node:events');
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
@@ -19,13 +25,34 @@ function option(name, fallback) {
 
 const port = Number(option('--port', ''));
 const host = option('--host', '127.0.0.1');
-const leakBytes = Number(option('--leak-bytes', '0'));
-if (!Number.isInteger(port) || port <= 0) {
-  console.error('usage: node echo.js --port PORT [--host HOST] [--leak-bytes N]');
+const leaks = new Set(option('--leak', '').split(',').filter(Boolean));
+const leakBytes = Number(option('--leak-bytes', leaks.has('buffer') ? '2048' : '0'));
+const KINDS = ['user-state', 'last-seen', 'listener', 'buffer'];
+if (!Number.isInteger(port) || port <= 0 || [...leaks].some((k) => !KINDS.includes(k))) {
+  console.error(`usage: node echo.js --port PORT [--host HOST] [--leak ${KINDS.join('|')}[,...]] [--leak-bytes N]`);
   process.exit(2);
 }
 
-const kept = []; // the leaky variant's per-connection state, never removed
+const kept = []; // Buffers kept per connection, never removed
+const users = new Map(); // user id -> session state, never deleted on disconnect
+const lastSeen = new Map(); // user id -> when and where it was last seen, never pruned
+const bus = new EventEmitter(); // a process-wide event bus
+bus.setMaxListeners(0);
+let nextUser = 0;
+
+// The leaks, each in a function of its own, as a server would have them.
+function rememberUser(id, req) {
+  users.set(id, { id, name: `user-${id}`, joinedAt: Date.now(), agent: req.headers['user-agent'] || '',
+                  session: crypto.randomBytes(1000).toString('hex') });
+}
+
+function touchLastSeen(id, socket) {
+  lastSeen.set(`user-${id}`, { at: Date.now(), port: socket.remotePort, online: true });
+}
+
+function subscribe(socket) {
+  bus.on('broadcast', (text) => { if (!socket.destroyed) socket.write(frame(0x1, Buffer.from(text))); });
+}
 
 function frame(opcode, payload) {
   const length = payload.length;
@@ -42,12 +69,16 @@ function frame(opcode, payload) {
   return Buffer.concat([header, payload]);
 }
 
-function serveConnection(socket) {
+function serveConnection(socket, req) {
   let buffer = Buffer.alloc(0);
   let fragments = [];
   let fragmentOpcode = 0;
   let closing = false;
+  const id = nextUser++;
   if (leakBytes > 0) kept.push(Buffer.alloc(leakBytes, 1));
+  if (leaks.has('user-state')) rememberUser(id, req);
+  if (leaks.has('last-seen')) touchLastSeen(id, socket);
+  if (leaks.has('listener')) subscribe(socket);
 
   socket.on('data', (chunk) => {
     buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
@@ -106,7 +137,7 @@ server.on('upgrade', (req, socket) => {
   socket.setNoDelay(true);
   socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
                `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
-  serveConnection(socket);
+  serveConnection(socket, req);
 });
 
 for (const signal of ['SIGTERM', 'SIGINT']) {

@@ -10,8 +10,9 @@ from typing import Any
 __all__ = ["Verdict", "MetricResult", "Analysis", "METRICS", "MEMORY_METRICS", "EXIT_CODES"]
 
 #: Metrics the analysis looks at, in report order.
-METRICS = ("heap", "uss", "rss", "fds", "threads")
-MEMORY_METRICS = ("heap", "uss", "rss")
+METRICS = ("heap", "native", "uss", "rss", "fds", "threads")
+#: ``native``: what a GC runtime reports outside its heap (Node Buffers/external), judged with the RSS budget.
+MEMORY_METRICS = ("heap", "native", "uss", "rss")
 
 
 class Verdict(str, enum.Enum):

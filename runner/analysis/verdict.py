@@ -295,20 +295,40 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def combine(results: Mapping[str, MetricResult]) -> tuple[Verdict, list[str], list[str]]:
+def combine(results: Mapping[str, MetricResult], *, runtime: str | None = None) -> tuple[Verdict, list[str], list[str]]:
     """The overall verdict from the per-metric tiers: (verdict, reasons, notes).
+
+    ``runtime`` names the garbage-collected runtime whose probe measured ``heap`` (and
+    ``native``): "node", "jvm"; None for memray's Python heap or no heap at all.
 
     - Any LEAK is a LEAK: the heap, process memory and the fd/thread counts each catch
       leaks the others cannot (native memory, descriptors, threads).
     - The heap (memray) is exact; when it PASSes, an RSS/USS INCONCLUSIVE is allocator
       noise and does not hold the run back.
+    - A GC runtime grows its heap lazily and returns memory late, so when its own heap tier
+      ran and PASSes, RSS/USS growth alone is not a LEAK: it is the runtime's heap growing, not
+      retention (the reasons say so). The native memory the runtime reports is judged as usual.
     - Otherwise any INCONCLUSIVE makes the run INCONCLUSIVE; else PASS.
     """
     notes: list[str] = []
+    heap = results.get("heap")
+    reasons_first: list[str] = []
+    if runtime is not None and heap is not None and heap.verdict is Verdict.PASS:
+        process = [r for r in results.values() if r.name in ("rss", "uss") and r.verdict is Verdict.LEAK]
+        if process:
+            native = results.get("native")
+            native_text = (f"; the native memory it reports (Buffers, external) is judged on its own: {native.reason}"
+                           if native is not None else "")
+            reasons_first.append(
+                f"{' and '.join(r.name for r in process)} grew with connections "
+                f"({'; '.join(r.reason for r in process)}), but the {runtime} heap after a forced GC held "
+                f"({heap.reason}): a garbage-collected runtime grows its heap lazily, so process memory alone is not "
+                f"taken as a leak{native_text}"
+            )
+            results = {name: r for name, r in results.items() if r not in process}
     leaks = [r for r in results.values() if r.verdict is Verdict.LEAK]
     if leaks:
-        return Verdict.LEAK, [r.reason for r in leaks], notes
-    heap = results.get("heap")
+        return Verdict.LEAK, [r.reason for r in leaks] + reasons_first, notes
     unsure = [r for r in results.values() if r.verdict is Verdict.INCONCLUSIVE]
     if heap is not None and heap.verdict is Verdict.PASS:
         process = [r for r in unsure if r.name in ("rss", "uss")]
@@ -320,12 +340,14 @@ def combine(results: Mapping[str, MetricResult]) -> tuple[Verdict, list[str], li
             )
         unsure = [r for r in unsure if r.name not in ("rss", "uss")]
     if unsure:
-        return Verdict.INCONCLUSIVE, [r.reason for r in unsure], notes
+        return Verdict.INCONCLUSIVE, [r.reason for r in unsure] + reasons_first, notes
+    if reasons_first:
+        return Verdict.PASS, reasons_first + ["no other metric grew with connections: " + "; ".join(r.reason for r in results.values())], notes
     return Verdict.PASS, ["no metric grew with connections: " + "; ".join(r.reason for r in results.values())], notes
 
 
-def analyse(samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings) -> Analysis:
-    """The verdict on a run's samples (pure: no I/O, no clock)."""
+def analyse(samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings, *, runtime: str | None = None) -> Analysis:
+    """The verdict on a run's samples (pure: no I/O, no clock); ``runtime``: see :func:`combine`."""
     results: dict[str, MetricResult] = {}
     for name in METRICS:
         result = _metric(name, samples, settings)
@@ -337,7 +359,7 @@ def analyse(samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings) ->
             reasons=["no samples were taken during steady churn, so there is nothing to analyse"],
             metrics={},
         )
-    verdict, reasons, notes = combine(results)
+    verdict, reasons, notes = combine(results, runtime=runtime)
     needed = [r.cycles_needed for r in results.values() if r.verdict is Verdict.INCONCLUSIVE and r.cycles_needed]
     return Analysis(
         verdict=verdict,

@@ -28,8 +28,9 @@ MIN_POINTS = 6
 MIN_BYTES_PER_CONNECTION = 1.0
 
 
-def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]], *, tolerance: float | None = None) -> list[dict[str, Any]]:
-    """The samples with ``heap`` filled from memray's checkpoints, matched by wall time.
+def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]], *, tolerance: float | None = None,
+              field: str = "heap") -> list[dict[str, Any]]:
+    """The samples with ``heap`` (or ``field``) filled from GC checkpoints, matched by wall time.
 
     Each checkpoint goes to the sample nearest in time (within ``tolerance`` seconds,
     by default the largest gap between samples); samples with no checkpoint keep
@@ -55,7 +56,7 @@ def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]]
         if gap <= tolerance and (candidate not in best or gap < best[candidate][0]):
             best[candidate] = (gap, int(value))
     for candidate, (_, value) in best.items():
-        out[int(order[candidate])]["heap"] = value
+        out[int(order[candidate])][field] = value
     return out
 
 
@@ -86,7 +87,8 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
     ``bytes_per_connection`` (slope over the steady window), ``ci_low``/``ci_high``
     (95%), ``live_bytes_end`` (at the last checkpoint of the run), ``share`` (of the
     heap's own growth per connection over the same window; None when the heap did not
-    grow), ``over_budget``, ``stack`` (user frames, innermost first).
+    grow), ``over_budget``, ``stack`` (user frames, innermost first); where a site also has
+    a ``count`` series (instances, e.g. a JVM class histogram), ``instances_per_connection``.
     """
     steady = _steady_closed(samples)
     points = np.asarray(reduced.get("points") or [], dtype=float)
@@ -112,19 +114,22 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
         slope, _, low, high = stats.theilslopes(y, x, alpha=0.95)
         if slope < MIN_BYTES_PER_CONNECTION:
             continue
-        found.append(
-            {
-                "location": site["location"],
-                "function": site["function"],
-                "bytes_per_connection": round(float(slope), 1),
-                "ci_low": round(float(low), 1),
-                "ci_high": round(float(high), 1),
-                "live_bytes_end": int(live[-1]),
-                "share": round(float(slope / heap_slope), 3) if heap_slope and heap_slope > 0 else None,
-                "over_budget": bool(low > budget),
-                "stack": list(site.get("stack", [])),
-            }
-        )
+        entry: dict[str, Any] = {
+            "location": site["location"],
+            "function": site["function"],
+            "bytes_per_connection": round(float(slope), 1),
+            "ci_low": round(float(low), 1),
+            "ci_high": round(float(high), 1),
+            "live_bytes_end": int(live[-1]),
+            "share": round(float(slope / heap_slope), 3) if heap_slope and heap_slope > 0 else None,
+            "over_budget": bool(low > budget),
+            "stack": list(site.get("stack", [])),
+        }
+        counts = site.get("count")
+        if counts is not None and len(counts) == len(points):
+            c = np.asarray(counts, dtype=float)[window]
+            entry["instances_per_connection"] = round(float(stats.theilslopes(c, x)[0]), 3) if np.ptp(c) else 0.0
+        found.append(entry)
     found.sort(key=lambda s: s["bytes_per_connection"], reverse=True)
     return found[:limit]
 

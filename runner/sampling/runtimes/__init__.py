@@ -15,18 +15,46 @@ Contract (every probe module implements it; the run knows nothing runtime-specif
   :class:`RuntimeProbe`, or raises :class:`ProbeUnavailable` whose message is the one-line
   note the run records before going on with psutil alone.
 - ``probe.start()`` before the load (e.g. start the sampling heap profiler);
+  ``probe.steady_started()`` when steady churn begins (e.g. a first heap snapshot; may do nothing);
   ``probe.checkpoint()`` forces a full GC and reads the heap (and per-site live bytes);
   ``probe.finish()`` at the end of the steady phase returns extras for the report (a
   snapshot diff, a retainer chain, JFR's old objects); ``probe.close()`` leaves nothing
   enabled in the server (inspector closed, sampling stopped) and never raises.
+
+Dispatch: :data:`RUNTIME_MODULES` names one module per runtime; each defines
+``handles_command(argv) -> bool`` (a command it can start probed), ``handles_executable(path)
+-> bool`` (a running process's program), ``prepare_launch(argv, env) -> LaunchPlan`` and
+``open_probe(pid, *, started, serving_port=None) -> RuntimeProbe``. A module that is not
+there (yet) is skipped, so a runtime plugs in by adding its module and its line.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol, Sequence
 
-__all__ = ["Checkpoint", "LaunchPlan", "ProbeUnavailable", "RuntimeProbe", "RuntimeSite", "open_probe", "prepare_launch"]
+import psutil
+
+__all__ = [
+    "Checkpoint",
+    "LaunchPlan",
+    "ProbeUnavailable",
+    "RUNTIME_MODULES",
+    "RuntimeProbe",
+    "RuntimeSite",
+    "open_probe",
+    "prepare_launch",
+    "runtime_of_command",
+    "runtime_of_process",
+]
+
+#: One module per runtime (see the module docstring for what it defines).
+RUNTIME_MODULES = {
+    "node": "runner.sampling.runtimes.node",
+    "jvm": "runner.sampling.runtimes.jvm",
+}
 
 
 class ProbeUnavailable(Exception):
@@ -63,6 +91,8 @@ class RuntimeProbe(Protocol):
 
     def start(self) -> None: ...
 
+    def steady_started(self) -> None: ...
+
     def checkpoint(self) -> Checkpoint: ...
 
     def finish(self) -> dict[str, Any]: ...
@@ -80,18 +110,61 @@ class LaunchPlan:
     notes: list[str] = field(default_factory=list)
 
 
+def _module(runtime: str) -> ModuleType | None:
+    """The probe module of ``runtime``, or None when it is not part of this installation."""
+    name = RUNTIME_MODULES.get(runtime)
+    if name is None:
+        return None
+    try:
+        return importlib.import_module(name)  # by name: a module per runtime, imported only when used
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
+
+
+def runtime_of_command(argv: Sequence[str]) -> str | None:
+    """The runtime whose probe can start ``argv`` (``"node"`` for ``node server.js`` or ``npm start``), or None."""
+    for runtime in RUNTIME_MODULES:
+        module = _module(runtime)
+        if module is not None and module.handles_command(argv):
+            return runtime
+    return None
+
+
+def runtime_of_process(pid: int) -> str | None:
+    """The runtime of a running process, judged by its executable, or None."""
+    try:
+        proc = psutil.Process(pid)
+        exe = proc.exe() or proc.name()
+    except psutil.Error:
+        return None
+    for runtime in RUNTIME_MODULES:
+        module = _module(runtime)
+        if module is not None and module.handles_executable(exe):
+            return runtime
+    return None
+
+
 def prepare_launch(argv: Sequence[str], env: dict[str, str]) -> LaunchPlan:
     """The command (and environment) to start so that its runtime can be probed."""
-    if jvm.handles_command(argv):
-        return jvm.prepare_launch(argv, env)
-    return LaunchPlan(list(argv), dict(env))
+    runtime = runtime_of_command(argv)
+    module = _module(runtime) if runtime else None
+    if module is None:
+        return LaunchPlan(list(argv), dict(env))
+    plan: LaunchPlan = module.prepare_launch(argv, env)
+    return plan
 
 
-def open_probe(pid: int, *, started: bool, runtime: str | None = None) -> RuntimeProbe:
-    """A probe of process ``pid`` (``runtime`` from :func:`prepare_launch`, or detected from the executable)."""
-    if runtime == "jvm" or (runtime is None and jvm.is_jvm(pid)):
-        return jvm.open_probe(pid, started=started)
-    raise ProbeUnavailable(f"process {pid}: no runtime heap probe for this program")
+def open_probe(pid: int, *, started: bool, runtime: str | None = None, serving_port: int | None = None) -> RuntimeProbe:
+    """A probe of process ``pid`` (``runtime`` from :func:`prepare_launch`, or detected from the executable).
 
-
-from . import jvm  # noqa: E402 - the probe modules import the contract above
+    ``serving_port``: the port the load goes to, so a wrapper's child that serves it is the
+    one probed (npm runs node, which runs the server). ProbeUnavailable says why not.
+    """
+    runtime = runtime or runtime_of_process(pid)
+    module = _module(runtime) if runtime else None
+    if module is None:
+        raise ProbeUnavailable(f"process {pid}: no runtime heap probe for this program")
+    probe: RuntimeProbe = module.open_probe(pid, started=started, serving_port=serving_port)
+    return probe
