@@ -153,7 +153,9 @@ def java_location(class_name: str, line: int) -> str:
 
 
 def _user_frames(sample: OldObject) -> list[tuple[str, str, int]]:
-    return [f for f in sample.frames if is_user_class(f[0])]
+    """The server's frames; hidden classes (lambdas, which JFR names by a number) are left out."""
+    return [f for f in sample.frames if is_user_class(f[0]) and "$$Lambda" not in f[0]
+            and not f[0].rsplit(".", 1)[-1].isdigit()]
 
 
 def class_provenance(name: str, samples: Sequence[OldObject]) -> dict[str, Any] | None:
@@ -262,7 +264,7 @@ def jvm_sites(
     ``chain`` name where the class was allocated and what keeps it. A JDK class's site says
     whom its growth was credited to (``held_by``: shares from samples; ``credited_to``).
     """
-    out = [dict(site) for site in sites]
+    out = [dict(site, **{"class": site["location"]}) for site in sites]
     paths = [tuple(p) for p in ((jfr or {}).get("paths") or []) if p]
     found = {c["class"]: c for c in ((jfr or {}).get("classes") or []) if c.get("class")}
     owners = [s["location"] for s in out if is_user_class(str(s["location"]))]
@@ -284,7 +286,6 @@ def jvm_sites(
         how.append("a share, by shallow growth, of growing JDK classes JFR did not sample")
     for site in out:
         name = str(site["location"])
-        site["class"] = name
         if name in growing and retained[name] > slopes[name]:
             ratio = retained[name] / slopes[name]
             site["shallow_bytes_per_connection"] = site["bytes_per_connection"]
@@ -292,6 +293,8 @@ def jvm_sites(
             site["ci_low"] = round(float(site.get("ci_low") or 0.0) * ratio, 1)
             site["ci_high"] = round(float(site.get("ci_high") or 0.0) * ratio, 1)
             site["over_budget"] = bool(site["ci_low"] > budget)
+            if site.get("share") is not None:
+                site["share"] = round(float(site["share"]) * ratio, 3)
             site["retained"] = "estimate: its shallow bytes, plus " + " and ".join(how)
         origin = found.get(name)
         if origin:
