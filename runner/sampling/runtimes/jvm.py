@@ -134,6 +134,15 @@ def _status(pid: int) -> dict[str, str]:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in fh)}
 
 
+def _openj9(pid: int) -> bool:
+    """An Eclipse OpenJ9 JVM (its own attach API; SIGQUIT makes it write a javacore file)."""
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as fh:
+            return any("libj9vm" in line for line in fh)
+    except OSError:
+        return False
+
+
 def _attach_disabled(pid: int) -> bool:
     """Whether the JVM was told -XX:+DisableAttachMechanism (command line or the option variables)."""
     try:
@@ -172,6 +181,9 @@ class AttachClient:
 
     def _trigger(self, pid: int, status: dict[str, str], timeout: float) -> None:
         """Make the JVM open its attach socket: the ``.attach_pid`` file, then SIGQUIT; bounded wait."""
+        if _openj9(pid):
+            raise ProbeUnavailable(f"JVM {pid} is OpenJ9, not HotSpot: its attach protocol is not spoken here; "
+                                   "run the soak on a HotSpot JDK (OpenJDK, Temurin) for the heap tier")
         if _attach_disabled(pid):
             raise ProbeUnavailable(f"JVM {pid} was started with {_DISABLE_ATTACH}: its heap cannot be read; "
                                    "remove that option to get the heap tier")
