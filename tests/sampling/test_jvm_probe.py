@@ -7,6 +7,7 @@ JVM start to about a second instead of compiling the source at every launch.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from runner.load.client import WebSocketClient
 from runner.sampling.runtimes import ProbeUnavailable, open_probe, prepare_launch
 from runner.sampling.runtimes.jvm import AttachClient, JvmProbe, find_jvm, is_jvm
-from tests.conftest import ROOT, free_port, stop_process, wait_for_port
+from tests.conftest import ROOT, free_port, soak, stop_process, wait_for_port
 
 SOURCE = ROOT / "runner" / "targets" / "java" / "Server.java"
 
@@ -232,3 +233,31 @@ def test_a_gone_socket_is_a_one_line_error_not_a_hang(leaky: Jvm) -> None:
     with pytest.raises(ProbeUnavailable) as caught:
         client.jcmd("GC.heap_info", timeout=5)
     assert "\n" not in str(caught.value)
+
+
+def test_a_jvm_the_run_did_not_start_has_its_recording_stopped_by_the_watchdog_if_the_runner_dies(leaky: Jvm) -> None:
+    probe = open_probe(leaky.pid, started=False)
+    assert isinstance(probe, JvmProbe)
+    probe.start()
+    assert probe.recording and probe.recording in probe.client.jcmd("JFR.check")
+    guard = probe._guard
+    assert guard is not None and guard.stdin is not None
+    guard.stdin.close()  # what the runner's death does to the pipe: no "done" came
+    guard.wait(timeout=60)
+    assert probe.recording not in probe.client.jcmd("JFR.check")
+    assert not any("not stopped" in note for note in probe.close())  # already stopped: close is quiet
+    assert leaky.process.poll() is None
+
+
+def test_soak_run_by_pid_of_a_jvm_leaves_no_recording(leaky: Jvm, tmp_path: Path) -> None:
+    profile = tmp_path / "short.toml"
+    profile.write_text('name = "jvm-pid"\n[load]\nusers = 5\nspawn_rate = 10\nduration = "6s"\n'
+                       '[phases]\nbaseline = "1s"\ndrain = "3s"\ncooldown = "1s"\n', encoding="utf-8")
+    out = tmp_path / "run"
+    result = soak("run", str(profile), "--pid", str(leaky.pid), "--url", leaky.url, "--out", str(out), "--quiet",
+                  timeout=300)
+    assert result.returncode in (0, 1, 3), result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runtime"]["enabled"] and summary["runtime"]["runtime"] == "jvm", summary["runtime"]
+    assert "soak-runner" not in AttachClient(leaky.pid).jcmd("JFR.check")
+    assert leaky.process.poll() is None  # an attached server is never stopped by the run

@@ -36,6 +36,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 
 import psutil
 
+from ... import watchdog
 from ...analysis.jvm_heap import (
     ClassHistogram,
     class_provenance,
@@ -273,9 +275,11 @@ class JvmProbe:
 
     runtime = "jvm"
 
-    def __init__(self, pid: int, client: AttachClient, notes: Iterable[str] = ()) -> None:
+    def __init__(self, pid: int, client: AttachClient, notes: Iterable[str] = (), *, started: bool = True) -> None:
         self.pid = pid
         self.client = client
+        self.started = started  # a JVM the run did not start outlives it: a watchdog guards the recording
+        self._guard: subprocess.Popen[bytes] | None = None
         self.notes: list[str] = list(notes)
         self.recording: str | None = None
         self.first: ClassHistogram | None = None
@@ -296,6 +300,8 @@ class JvmProbe:
             self.notes.append(f"JFR: no old-object recording ({exc}); classes are named, allocating lines are not")
             return
         self.recording = name
+        if not self.started:
+            self._guard = _start_guard(self.client.socket_path, name)
 
     def steady_started(self) -> None:
         """Nothing to do: the first checkpoint is the baseline of the class growth."""
@@ -370,25 +376,59 @@ class JvmProbe:
 
     def close(self) -> list[str]:
         """Stop the JFR recording (nothing stays enabled in the JVM); the notes gathered. Never raises."""
+        stopped = True
         if not self.closed and self.recording is not None:
             try:
                 self.client.jcmd(f"JFR.stop name={self.recording}", timeout=15.0)
             except ProbeUnavailable as exc:
                 if "Could not find" not in str(exc):
+                    stopped = False
                     self.notes.append(f"JFR: recording {self.recording} not stopped ({exc})")
             except Exception as exc:  # noqa: BLE001 - close never raises, whatever went wrong
+                stopped = False
                 self.notes.append(f"JFR: recording not stopped ({type(exc).__name__}: {exc})")
+        _release_guard(self._guard, stopped=stopped)
+        self._guard = None
         self.closed = True
         return list(self.notes)
 
 
-def open_jvm_probe(pid: int, serving_port: int | None = None) -> JvmProbe:
+_WATCHDOG_SCRIPT = str(Path(watchdog.__file__).resolve())
+
+
+def _start_guard(socket_path: str, recording: str) -> subprocess.Popen[bytes] | None:
+    """A stdlib watchdog (runner/watchdog.py --stop-jfr) that stops the recording if the runner dies first."""
+    try:
+        proc = subprocess.Popen([sys.executable, "-S", _WATCHDOG_SCRIPT, "--stop-jfr"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"socket": socket_path, "recording": recording}).encode() + b"\n")
+        proc.stdin.flush()
+    except (OSError, ValueError):
+        return None
+    return proc
+
+
+def _release_guard(proc: subprocess.Popen[bytes] | None, *, stopped: bool) -> None:
+    """Tell the watchdog the recording is stopped (``done``), or leave the stopping to it; then let it go."""
+    if proc is None or proc.stdin is None:
+        return
+    try:
+        if stopped:
+            proc.stdin.write(b"done\n")
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
+def open_jvm_probe(pid: int, serving_port: int | None = None, *, started: bool = True) -> JvmProbe:
     """A probe of the JVM ``pid`` (or the JVM child that serves); ProbeUnavailable with a one-line reason."""
     target, note = find_jvm(pid, serving_port)
     client = AttachClient(target)
-    return JvmProbe(target, client, [note] if note else [])
+    return JvmProbe(target, client, [note] if note else [], started=started)
 
 
 def open_probe(pid: int, *, started: bool, serving_port: int | None = None) -> JvmProbe:
-    """The runtime contract's entry point (started or attached makes no difference to a JVM)."""
-    return open_jvm_probe(pid, serving_port)
+    """The runtime contract's entry point; a JVM the run did not start gets a watchdog for its recording."""
+    return open_jvm_probe(pid, serving_port, started=started)
