@@ -72,6 +72,7 @@ def test_leaky_java_server_is_leak_naming_the_class_its_line_and_bytes(tmp_path:
     state = next((s for s in summary["sites"] if s.get("class") == "Server$ConnState"), None)
     assert state is not None, summary["sites"]
     assert state["runtime"] == "jvm"
+    assert "leak site: Server$ConnState" in output, output
     assert 0.5 * TRUTH <= state["bytes_per_connection"] <= 1.5 * TRUTH, state
     if state.get("allocated_at"):  # JFR sampled the leak (likely, not certain, in a short run)
         lines = SOURCE.read_text().splitlines()
