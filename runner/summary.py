@@ -12,6 +12,10 @@ Schema history (``schema_version``):
         groups: [{group, count_delta, bytes_delta, bytes_per_connection, count_per_connection,
         retainers}]} or null), ``notes``; ``sites`` entries from it carry ``runtime`` (and
         ``instances_per_connection`` where the runtime counts instances); metric ``native``.
+        JVM sites (``location`` is the class) add ``class``, ``shallow_bytes_per_connection``
+        and ``retained`` (how ``bytes_per_connection`` was credited), and with JFR
+        ``allocated_at`` (``Server.java:77``), ``root``, ``chain``; JDK classes ``held_by`` /
+        ``credited_to``.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def _sites(record: RunRecord, analysis: Analysis) -> list[dict[str, Any]]:
     if record.memray:
         return leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis))
     if record.runtime:
-        return runtime_sites(record.runtime, record.samples, budget=_heap_budget(record, analysis))
+        return runtime_sites(record.runtime, record.samples, budget=_heap_budget(record, analysis),
+                             finish=record.runtime_finish)
     return list(record.run.get("sites", []))
 
 

@@ -13,6 +13,10 @@ it did not start (``--pid``): it reads the inspector's WebSocket URL from its fi
 line (not argv: process listings are world-readable) and, unless the runner writes
 ``done`` before the pipe closes, sends that inspector the expression that closes it, so a
 killed runner does not leave a remote shell listening in the server.
+
+``watchdog.py --stop-jfr`` does the same for a JFR recording the runner started in a JVM
+it did not start: its first stdin line is ``{"socket": ..., "recording": ...}`` (the JVM's
+attach socket and the recording's name); without ``done`` it sends ``JFR.stop`` there.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-__all__ = ["start_time", "main", "close_inspector", "PRUNE_AT", "CLOSE_INSPECTOR"]
+__all__ = ["start_time", "main", "close_inspector", "stop_jfr", "PRUNE_AT", "CLOSE_INSPECTOR"]
 
 #: Listed pids are checked for life (and the dead forgotten) past this many.
 PRUNE_AT = 4096
@@ -88,9 +92,37 @@ def _guard_inspector() -> int:
     return 0
 
 
+def stop_jfr(socket_path: str, recording: str, timeout: float = 10.0) -> None:
+    """``JFR.stop name=<recording>`` over a HotSpot attach socket (stdlib only; errors ignored)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(socket_path)
+            sock.sendall(b"1\0jcmd\0JFR.stop name=" + recording.encode() + b"\0\0\0")
+            while sock.recv(4096):
+                pass
+    except OSError:
+        pass
+
+
+def _guard_jfr() -> int:
+    try:
+        job = json.loads(sys.stdin.readline())
+    except ValueError:
+        job = None
+    done = False
+    for line in sys.stdin:  # ends at EOF: the runner closed the pipe, or died
+        done = done or line.strip() == "done"
+    if isinstance(job, dict) and job.get("socket") and job.get("recording") and not done:
+        stop_jfr(str(job["socket"]), str(job["recording"]))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[1:2] == ["--close-inspector"]:
         return _guard_inspector()
+    if argv[1:2] == ["--stop-jfr"]:
+        return _guard_jfr()
     group = int(argv[1])
     known: dict[int, str] = {}
     for line in sys.stdin.buffer:  # ends at EOF: the runner closed the pipe, or died

@@ -15,10 +15,18 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..sampling.memray_sites import leak_sites
+from ..sampling.memray_sites import MAX_SITES, leak_sites
+from .jvm_heap import jvm_sites
 
 __all__ = ["reduce_checkpoints", "runtime_sites", "runtime_summary", "snapshot_growth", "INLINING_NOTE"]
 
+#: Classes whose slopes the JVM site attribution sees (a server class may grow less than JDK ones).
+JVM_CANDIDATES = 200
+#: What a reader of JVM sites must know (the class histogram counts shallow bytes).
+JVM_NOTE = (
+    "jvm sites: classes from GC.class_histogram (shallow bytes); a server class's bytes per connection adds "
+    "what it holds (JFR old-object samples, else a share of the JDK classes that grew with it): an estimate"
+)
 #: What a reader of Node sites must know (V8 attributes by function, and inlines).
 INLINING_NOTE = (
     "node sites: the line is where the function starts (V8 samples by function, not by line), and V8 may "
@@ -75,12 +83,21 @@ def reduce_checkpoints(lines: Iterable[Mapping[str, Any]], runtime: str | None =
     }
 
 
-def runtime_sites(
-    reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, budget: float
-) -> list[dict[str, Any]]:
-    """The sites that grew per connection (memray's slope), each tagged with its ``runtime``."""
+def runtime_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, budget: float,
+                  finish: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The sites that grew per connection (memray's slope), each tagged with its ``runtime``.
+
+    JVM sites are classes with shallow bytes; :func:`~runner.analysis.jvm_heap.jvm_sites`
+    credits the server's classes with what they hold and adds JFR's line and root
+    (``finish``: the probe's ``finish.json``), before the list is cut to its length.
+    """
     runtime = reduced.get("runtime")
-    return [dict(site, runtime=runtime) for site in leak_sites(reduced, samples, budget=budget)]
+    if runtime == "jvm":
+        found = jvm_sites(leak_sites(reduced, samples, budget=budget, limit=JVM_CANDIDATES), (finish or {}).get("jfr"),
+                          budget=budget)[:MAX_SITES]
+    else:
+        found = leak_sites(reduced, samples, budget=budget)
+    return [dict(site, runtime=runtime) for site in found]
 
 
 def _closed_at(samples: Sequence[Mapping[str, Any]], wall: float | None) -> float | None:
@@ -124,6 +141,8 @@ def runtime_summary(
     notes = list((finish or {}).get("notes") or [])
     if reduced.get("runtime") == "node":
         notes.append(INLINING_NOTE)
+    if reduced.get("runtime") == "jvm":
+        notes.append(JVM_NOTE)
     return {
         "enabled": True,
         "runtime": reduced.get("runtime"),

@@ -76,6 +76,10 @@ def print_verdict(summary: dict, folder: Path) -> None:
     # sites under budget are named only when the run leaked (a leak spread over small sites)
     for site in over[:3] or (sites[:3] if summary["verdict"] == "leak" else []):
         where = f"{site['location']} in {site['function']}" if site.get("function") else site["location"]
+        if site.get("allocated_at"):  # a JVM class: where JFR saw it allocated
+            where = f"{site['location']} allocated at {site['allocated_at']} in {site.get('function') or '?'}"
         label = "leak site" if site in over else "grew at"
-        print(f"  {label}: {where} keeps {site['bytes_per_connection']:.0f} B per connection")
+        held = f", held through {', '.join(site['held_by'])}" if site.get("held_by") else ""
+        root = f" (root: {site['root']})" if site.get("root") else ""
+        print(f"  {label}: {where} keeps {site['bytes_per_connection']:.0f} B per connection{held}{root}")
     print(f"report: {folder / 'report.html'}")
