@@ -7,6 +7,14 @@ Schema history (``schema_version``):
         baseline, baseline_spread, baseline_runs, budget_per_connection, message}),
         ``fail_on_regression``; or ``database`` and ``error`` when the history was unusable.
         Absent when the history is off (history.record = false).
+    3 - keepers (memray targets only, else absent): what keeps the memory, measured in the
+        target at the GC checkpoints: ``containers`` (module-level containers growing per
+        connection: name, type, file, per_connection, ci_low, ci_high, items_end, text),
+        ``tasks`` (live asyncio tasks by coroutine: coroutine, waiting_at, per_connection,
+        alive_end, text), ``threads``, ``objects`` (types and functions whose count grew per
+        connection), ``chain`` ({type, path, text}: a back-reference path from a module
+        global), ``checkpoints``, ``full_checkpoints``, ``thin``, ``notes``. Each site gains
+        ``library`` (no user frame on its stack), ``approximate`` and ``meaning`` (a sentence).
 """
 
 from __future__ import annotations
@@ -14,12 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 from .analysis import Analysis, Verdict
+from .analysis.keepers import keepers_summary
 from .results import RunRecord
 from .sampling.memray_sites import leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def load_figures(record: RunRecord) -> dict[str, Any]:
@@ -58,6 +67,12 @@ def _heap_budget(record: RunRecord, analysis: Analysis) -> float:
     return record.profile.analysis.budget_bytes_per_connection
 
 
+def _keepers(record: RunRecord) -> dict[str, Any]:
+    """``{"keepers": ...}`` for a run measured in the target, else nothing (the key stays absent)."""
+    keepers = keepers_summary((record.memray or {}).get("keepers"), record.samples)
+    return {} if keepers is None else {"keepers": keepers}
+
+
 def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
     """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
     run = record.run
@@ -78,6 +93,7 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "load": load_figures(record),
         "sites": leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", [])),
         "memray": memray_summary(record.memray),
+        **_keepers(record),
         "target": target,
         "phases": run.get("phases", []),
     }

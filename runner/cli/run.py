@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..analysis.keepers import keeper_lines
 from ..profile import load_profile, parse_duration
 
 
@@ -77,4 +78,7 @@ def print_verdict(summary: dict, folder: Path) -> None:
         where = f"{site['location']} in {site['function']}" if site.get("function") else site["location"]
         label = "leak site" if site in over else "grew at"
         print(f"  {label}: {where} keeps {site['bytes_per_connection']:.0f} B per connection")
+    if summary["verdict"] in ("leak", "error"):
+        for line in keeper_lines(summary.get("keepers")):
+            print(f"  {line}")
     print(f"report: {folder / 'report.html'}")

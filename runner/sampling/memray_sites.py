@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
 
 #: Share of the steady window (by closed connections) skipped as warm-up.
 WARMUP_FRACTION = 0.25
@@ -69,7 +69,8 @@ def tree_processes(samples: Sequence[Mapping[str, Any]]) -> int:
     return max((int(s.get("procs") or 0) for s in samples if s.get("phase") == "steady"), default=0)
 
 
-def _steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+def steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Wall times and cumulative closed connections of the steady-churn samples, in time order."""
     steady = [s for s in samples if s.get("phase") == "steady" and s.get("wall") is not None]
     if len(steady) < 2:
         return None
@@ -88,7 +89,7 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
     heap's own growth per connection over the same window; None when the heap did not
     grow), ``over_budget``, ``stack`` (user frames, innermost first).
     """
-    steady = _steady_closed(samples)
+    steady = steady_closed(samples)
     points = np.asarray(reduced.get("points") or [], dtype=float)
     if steady is None or not len(points) or not reduced.get("sites"):
         return []
