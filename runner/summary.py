@@ -24,7 +24,7 @@ from typing import Any
 from .analysis import Analysis, Verdict
 from .analysis.keepers import keepers_summary
 from .results import RunRecord
-from .sampling.memray_sites import leak_sites, memray_summary
+from .sampling.memray_sites import coverage_note, leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
@@ -78,12 +78,15 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
     run = record.run
     target = dict(run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False})
     final = verdict or analysis.verdict
+    sites = leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", []))
+    coverage = coverage_note(sites, python_allocators=bool((record.memray or {}).get("python_allocators"))) if final is Verdict.LEAK else None
     return {
         "schema_version": SCHEMA_VERSION,
         "verdict": final.value,
         "exit_code": final.exit_code,
         "reasons": reasons if reasons is not None else analysis.reasons,
-        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", [])) + list(analysis.notes),
+        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", []))
+        + list(analysis.notes) + ([coverage] if coverage else []),
         "profile": record.profile.name,
         "started_at": record.meta.get("started_at"),
         "ended_at": run.get("ended_at"),
@@ -91,7 +94,7 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "complete": record.complete,
         "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
         "load": load_figures(record),
-        "sites": leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", [])),
+        "sites": sites,
         "memray": memray_summary(record.memray),
         **_keepers(record),
         "target": target,

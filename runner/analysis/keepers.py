@@ -136,10 +136,12 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
             out["threads"].append({"target": label, **found, "alive_end": int(counts[-1]),
                                    "text": f"threads alive grow {found['per_connection']:.2f} per connection (running {label})"})
     census_walls = keepers.get("census_walls") or []
+    judged = False  # enough full collections in the window to say which types grew
     if census_walls:
         census_window = _window(census_walls, samples)
         if census_window is not None:
             cmask, cx = census_window
+            judged = bool(cmask.sum() >= MIN_CENSUS_POINTS)
             for name, counts in (keepers.get("census") or {}).items():
                 if name in _PLUMBING:
                     continue
@@ -152,7 +154,10 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
         out[key].sort(key=lambda item: item["per_connection"], reverse=True)
         out[key] = out[key][:MAX_LISTED]
     chain = keepers.get("chain")
-    if chain and chain.get("path"):
+    named = {item["type"] for item in out["objects"]}
+    # a path to a type that grew per connection (or, when too few full collections could say, while something grew)
+    relevant = chain.get("type") in named if judged else bool(out["containers"] or out["tasks"] or out["threads"]) if chain else False
+    if chain and chain.get("path") and relevant:
         out["chain"] = {"type": chain.get("type"), "path": list(chain["path"]), "text": " -> ".join(chain["path"])}
     elif chain and chain.get("error"):
         notes.append(f"keepers: the back-reference chain could not be traced ({chain['error']})")

@@ -58,6 +58,9 @@ KEEP_SITES = 60
 #: 1.6 s for a 1 MB capture on an idle machine and 24-59 s for 1.7-2.2 MB on a busy one
 #: (bench/memray_bench.py), several times the reduction; above this a note gives the command.
 FLAMEGRAPH_MAX_BYTES = 32_000_000
+#: Size of one pymalloc arena (CPython 3.10+): small objects are carved from arenas, and without
+#: python-allocator tracing memray charges a whole arena to the allocation that opened it.
+PYMALLOC_ARENA_BYTES = 1 << 20
 #: Most memory snapshots the reader builds (memray's own default is 10,000).
 MAX_MEMORY_RECORDS = 20_000
 
@@ -295,10 +298,12 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
             diff = diffs.get(key)
             if diff is None:
                 diff = diffs[key] = np.zeros(len(points) + 1)
-                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4]}
+                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4], "live": 0.0, "arena": 0.0, "library": not user}
             np.add.at(diff, first[live], sizes[live])
             np.add.at(diff, stop[live], -sizes[live])
             weight = float(sizes[live].sum())
+            meta[key]["live"] += weight
+            meta[key]["arena"] += float(sizes[live][sizes[live] == PYMALLOC_ARENA_BYTES].sum())
             if weight > meta[key]["weight"]:
                 meta[key].update(function=function, weight=weight, stack=user[:4])
     finally:
@@ -316,6 +321,8 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
                 "location": f"{_display_path(file)}:{line}" if line else _display_path(file),
                 "function": info["function"],
                 "stack": [f"{_display_path(f)}:{n} {fn}" for fn, f, n in info["stack"]],
+                "library": info["library"],
+                "arena_share": round(info["arena"] / info["live"], 3) if info["live"] else 0.0,
                 "live": [int(v) for v in series[key]],
             }
         )
