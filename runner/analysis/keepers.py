@@ -24,7 +24,8 @@ from ..sampling.memray_sites import WARMUP_FRACTION, steady_closed
 from .stats import mann_kendall, theil_sen
 from .verdict import DECELERATION_RATIO
 
-__all__ = ["keepers_summary", "keeper_lines", "grows", "MIN_PER_CONNECTION", "MIN_GROWTH", "MIN_POINTS", "MIN_CENSUS_POINTS", "THIN_POINTS"]
+__all__ = ["keepers_summary", "keeper_lines", "grows", "MIN_PER_CONNECTION", "MIN_GROWTH", "MIN_POINTS",
+           "MIN_CENSUS_POINTS", "THIN_POINTS"]
 
 #: Fewer items per connection than this is not a keeper (one per hundred connections).
 MIN_PER_CONNECTION = 0.01
@@ -120,7 +121,8 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
         if found:
             end = next((v for v in reversed(series["lengths"]) if v is not None), None)
             text = f"{name} ({series['type']}) grows {found['per_connection']:.2f} items per connection"
-            out["containers"].append({"name": name, "type": series["type"], "file": series.get("file"), **found, "items_end": end,
+            out["containers"].append({"name": name, "type": series["type"], "file": series.get("file"), **found,
+                                      "items_end": end,
                                       "text": text})
     for label, series in (keepers.get("tasks") or {}).items():
         y = _series(series["counts"])
@@ -134,7 +136,8 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
         found = grows(x, _series(counts)[mask])
         if found:
             out["threads"].append({"target": label, **found, "alive_end": int(counts[-1]),
-                                   "text": f"threads alive grow {found['per_connection']:.2f} per connection (running {label})"})
+                                   "text": f"threads alive grow {found['per_connection']:.2f} per connection "
+                                           f"(running {label})"})
     census_walls = keepers.get("census_walls") or []
     judged = False  # enough full collections in the window to say which types grew
     if census_walls:
@@ -149,20 +152,24 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
                 if found:
                     what = name[len("function "):] if name.startswith("function ") else name
                     kind = "functions" if name.startswith("function ") else "objects"
-                    out["objects"].append({"type": name, **found, "text": f"{found['per_connection']:.2f} {what} {kind} kept per connection"})
+                    text = f"{found['per_connection']:.2f} {what} {kind} kept per connection"
+                    out["objects"].append({"type": name, **found, "text": text})
     for key in ("containers", "tasks", "threads", "objects"):
         out[key].sort(key=lambda item: item["per_connection"], reverse=True)
         out[key] = out[key][:MAX_LISTED]
     chain = keepers.get("chain")
     named = {item["type"] for item in out["objects"]}
     # a path to a type that grew per connection (or, when too few full collections could say, while something grew)
-    relevant = chain.get("type") in named if judged else bool(out["containers"] or out["tasks"] or out["threads"]) if chain else False
+    relevant = False
+    if chain:
+        relevant = chain.get("type") in named if judged else bool(out["containers"] or out["tasks"] or out["threads"])
     if chain and chain.get("path") and relevant:
         out["chain"] = {"type": chain.get("type"), "path": list(chain["path"]), "text": " -> ".join(chain["path"])}
     elif chain and chain.get("error"):
         notes.append(f"keepers: the back-reference chain could not be traced ({chain['error']})")
     if keepers.get("truncated"):
-        notes.append(f"keepers: the walk of module globals hit its budget at {keepers['truncated']} checkpoints; deeper containers were not measured")
+        notes.append(f"keepers: the walk of module globals hit its budget at {keepers['truncated']} checkpoints; "
+                     "deeper containers were not measured")
     return out
 
 
@@ -170,7 +177,8 @@ def keeper_lines(keepers: Mapping[str, Any] | None) -> list[str]:
     """The sentences naming what keeps the memory, most telling first (for the terminal and the report)."""
     if not keepers:
         return []
-    lines = [f"kept by: {item['text']}" for key in ("containers", "tasks", "threads") for item in keepers.get(key) or []]
+    kinds = ("containers", "tasks", "threads")
+    lines = [f"kept by: {item['text']}" for key in kinds for item in keepers.get(key) or []]
     if keepers.get("chain"):
         lines.append(f"chain: {keepers['chain']['text']}")
     return lines

@@ -89,7 +89,8 @@ def _is_container(value: Any) -> bool:
 
 
 def _code_label(code: types.CodeType, cwd: str) -> str:
-    return f"{code.co_qualname if hasattr(code, 'co_qualname') else code.co_name} at {_short(code.co_filename, cwd)}:{code.co_firstlineno}"
+    name = code.co_qualname if hasattr(code, "co_qualname") else code.co_name
+    return f"{name} at {_short(code.co_filename, cwd)}:{code.co_firstlineno}"
 
 
 def _short(path: str, cwd: str) -> str:
@@ -215,7 +216,8 @@ class Probe:
         if len(found) > MAX_CONTAINERS:
             keep = sorted(found, key=lambda p: found[p][1], reverse=True)[:MAX_CONTAINERS]
             found = {p: found[p] for p in keep}
-        return found, {"visited": visited, "truncated": truncated, "walk_ms": round((time.thread_time() - began) * 1000, 2)}
+        walk_ms = round((time.thread_time() - began) * 1000, 2)
+        return found, {"visited": visited, "truncated": truncated, "walk_ms": walk_ms}
 
     def _library_containers(self, name: str, module: types.ModuleType) -> list[tuple[str, Any]]:
         """A library module's top-level containers, looked up again only when its globals change in number."""
@@ -399,7 +401,8 @@ class Probe:
             namespace = getattr(module, "__dict__", None)
             if isinstance(namespace, dict) and not name.startswith("_soak_runner"):
                 file = getattr(module, "__file__", None)
-                display = os.path.splitext(os.path.basename(file))[0] if name == "__main__" and isinstance(file, str) else name
+                script = name == "__main__" and isinstance(file, str)
+                display = os.path.splitext(os.path.basename(str(file)))[0] if script else name
                 module_dicts[id(namespace)] = display
         for display, module, _ in self._seen.values():
             module_dicts[id(vars(module))] = display
@@ -425,10 +428,11 @@ class Probe:
             next_paths: list[list[list[str]]] = []
             ours.update({id(next_objects), id(next_paths)})
             for ref in referrers:
-                if id(ref) in ours or id(ref) in visited or isinstance(ref, types.FrameType) and ref.f_code.co_filename == __file__:
+                if id(ref) in ours or id(ref) in visited:
                     continue
-                if type(ref) is tuple and len(ref) == len(objects) and all(a is b for a, b in zip(ref, objects)):
-                    continue  # the argument tuple of get_referrers itself
+                if type(ref) is tuple and len(ref) == len(objects):
+                    if all(a is b for a, b in zip(ref, objects, strict=True)):
+                        continue  # the argument tuple of get_referrers itself
                 at = next((index[id(inner)] for inner in gc.get_referents(ref) if id(inner) in index), None)
                 if at is None:
                     continue

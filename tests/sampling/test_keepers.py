@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from runner.analysis.keepers import grows, keeper_lines, keepers_summary
 from runner.sampling.memray_capture import ensure_reduced
 from runner.sampling.memray_run import request_chain
 from runner.sampling.memray_sites import coverage_note, leak_sites, site_meaning
-from tests.conftest import soak
+from tests.conftest import Server, soak
 from tests.sampling._harness import TrackedTarget
 
 PROFILE = """
@@ -90,8 +91,10 @@ def test_keepers_summary_names_growing_containers_and_tasks_only():
 
 
 def test_site_sentences_and_the_coverage_note():
-    library = site_meaning(".venv/lib/python3.11/site-packages/websockets/server.py:590", "parse", library=True, approximate=False)
-    assert library.startswith("websockets allocates these (parse) for every connection") and "your code keeps" in library
+    where = ".venv/lib/python3.11/site-packages/websockets/server.py:590"
+    library = site_meaning(where, "parse", library=True, approximate=False)
+    assert library.startswith("websockets allocates these (parse) for every connection")
+    assert "your code keeps" in library
     assert "approximate because" in site_meaning("app.py:3", "handler", library=False, approximate=True)
     note = coverage_note([{"share": 0.1}, {"share": 0.2}], python_allocators=False)
     assert note is not None and "explain 30%" in note and "memray_python_allocators = true" in note
@@ -171,3 +174,35 @@ def test_small_bytes_per_connection_in_range_with_python_allocators(tmp_path, si
     assert summary["keepers"]["containers"][0]["name"] == "smallbytes.AUDIT"
     site = next(s for s in summary["sites"] if s["location"] == "tests/servers/smallbytes.py:13")
     assert _in_range(site["bytes_per_connection"], size + 33 + 8), site  # bytes header, the list's slot
+
+
+ATTACH_PROFILE = """
+name = "keepers-attach"
+[load]
+users = 20
+spawn_rate = 40
+duration = "20s"
+messages = 1
+[phases]
+baseline = "1s"
+drain = "4s"
+cooldown = "1s"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed (apt-get install gdb)")
+def test_attached_by_pid_names_the_list_too(tmp_path):
+    server = Server("tests.servers.listener")
+    try:
+        profile = tmp_path / "attach.toml"
+        profile.write_text(ATTACH_PROFILE, encoding="utf-8")
+        out = tmp_path / "run"
+        result = soak("run", str(profile), "--pid", str(server.process.pid), "--out", str(out), "--quiet", timeout=400)
+        assert result.returncode == 1, result.stdout + result.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["keepers"]["containers"][0]["name"] == "listener.LISTENERS", summary["keepers"]
+        assert "kept by: listener.LISTENERS (list) grows 1.0" in result.stdout
+        assert server.process.poll() is None  # attached, never stopped
+    finally:
+        server.stop()
