@@ -58,8 +58,10 @@ CENSUS_TOP = 60
 CHAIN_DEPTH = 10
 CHAIN_WIDTH = 200
 CHAIN_BUDGET = 5.0
+CHAIN_NODES = 2_000_000
 
 _CONTAINERS = (dict, list, set, frozenset, collections.deque)
+_NOT_DESCENDED = (types.ModuleType, type, types.CodeType, threading.Thread)
 _CONTAINER_NAMES = {"dict", "list", "set", "frozenset", "deque", "defaultdict", "OrderedDict"}
 _SKIP_TYPES = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type,
                types.CodeType, types.FrameType, property, staticmethod, classmethod, str, bytes, int, float,
@@ -348,7 +350,7 @@ class Probe:
     def chain(self, first: dict[str, int], last: dict[str, int]) -> dict[str, Any] | None:
         """A back-reference path from a module global to an old instance of a type that grew.
 
-        Of the types that grew at least half as much as the one that grew most, the richest
+        Of the types that grew at least a fifth as much as the one that grew most, the richest
         (a user's class first, then the most attributes: the connection, not its futures)
         is traced, from its oldest instance created after the first census (the oldest is
         the one most surely kept). A path that starts at a user module's global wins.
@@ -359,40 +361,115 @@ class Probe:
             return None
         top = max(grown.values())
         began = time.perf_counter()
+        names = [n for n in sorted(grown, key=grown.__getitem__, reverse=True)[:CENSUS_TOP] if grown[n] >= top / 5]
+        typical = self._typical(set(names))
         samples = []
-        for name in sorted(grown, key=grown.__getitem__, reverse=True)[:30]:
-            if grown[name] < top / 2:
-                continue
-            sample = self._typical(name)
+        for name in names:
+            sample = typical.get(name)
             if sample is None:
                 continue
             kind = type(sample)
             user = self._is_user_file(getattr(sys.modules.get(kind.__module__), "__file__", None) or "<builtin>")
             samples.append(((user, len(list(self._attributes(sample)))), name, sample))
+        typical.clear()
         samples.sort(key=lambda item: item[0], reverse=True)
+        ranked = [name for _, name, _ in samples]
+        forward = self._path_from_globals(ranked[:5], began)
+        if forward is not None:
+            name, path = forward
+            return {"type": name, "grew": grown[name], "path": path, "candidates": ranked[:5]}
         mine = {id(samples), *(id(item) for item in samples)}  # our own references are not the target's
         best: dict[str, Any] | None = None
-        for _, name, sample in samples[:5]:
+        for _, name, sample in samples[:5]:  # the richest first: the first path from a user global wins
             path = self._path_to_root(sample, began, mine)
-            if path is None:
-                continue
-            score = (path[0].split(".")[0] in self._seen, -len(path))
-            if best is None or score > best["score"]:
-                best = {"type": name, "grew": grown[name], "path": path, "score": score}
+            if path is not None:
+                found = {"type": name, "grew": grown[name], "path": path}
+                if path[0].split(".")[0] in self._seen:
+                    return found
+                best = best or found
             if time.perf_counter() - began > CHAIN_BUDGET:
                 break
-        if best is not None:
-            best.pop("score")
         return best
 
     @staticmethod
-    def _typical(name: str) -> Any:
-        """An instance of ``name`` from the middle of the collector's list: most of them are the ones kept."""
-        found = [obj for obj in gc.get_objects() if _type_name(type(obj)) == name]
-        try:
-            return found[len(found) // 2] if found else None
-        finally:
-            del found
+    def _typical(names: set[str]) -> dict[str, Any]:
+        """For each type named, an instance from the middle of the collector's list (most are the kept ones)."""
+        found: dict[str, list[Any]] = {name: [] for name in names}
+        for obj in gc.get_objects():
+            bucket = found.get(_type_name(type(obj)))
+            if bucket is not None:
+                bucket.append(obj)
+        return {name: items[len(items) // 2] for name, items in found.items() if items}
+
+    def _path_from_globals(self, names: list[str], began: float) -> tuple[str, list[str]] | None:
+        """Breadth-first from the user modules' globals to the nearest instance of one of ``names``.
+
+        The shortest path from a global a developer can find in the code to a kept object;
+        bounded by :data:`CHAIN_NODES` objects and :data:`CHAIN_BUDGET` seconds.
+        """
+        if not names:
+            return None
+        rank = {name: i for i, name in enumerate(names)}
+        # module namespaces are not descended into: a function's globals lead into every library
+        namespaces = {id(vars(module)) for module in list(sys.modules.values()) if isinstance(module, types.ModuleType)}
+        namespaces.add(id(self.__dict__))
+        parents: dict[int, tuple[int | None, Any, str | None]] = {}  # id -> (parent id, object, root label)
+        level: list[Any] = []
+        for display, module, _ in list(self._seen.values()):
+            for key, value in self._items(vars(module)):
+                if isinstance(value, (types.ModuleType, type)) or id(value) in parents or not isinstance(key, str):
+                    continue
+                code = getattr(value, "__code__", None)
+                if code is not None and not self._is_user_file(code.co_filename):
+                    continue  # a library function imported by name
+                parents[id(value)] = (None, value, f"{display}.{key}")
+                level.append(value)
+        hits: list[tuple[int, Any]] = []
+        while level and not hits and len(parents) < CHAIN_NODES and time.perf_counter() - began < CHAIN_BUDGET:
+            following: list[Any] = []
+            for obj in level:
+                name = _type_name(type(obj))
+                if name in rank:
+                    hits.append((rank[name], obj))
+                    continue
+                if isinstance(obj, (types.ModuleType, type, types.FrameType)):
+                    continue
+                for inner in gc.get_referents(obj):
+                    if id(inner) in parents or id(inner) in namespaces or isinstance(inner, _NOT_DESCENDED):
+                        continue
+                    parents[id(inner)] = (id(obj), inner, None)
+                    following.append(inner)
+            level = following
+        if not hits:
+            return None
+        _, target = min(hits, key=lambda hit: hit[0])
+        chain_objects = [target]
+        parent = parents[id(target)][0]
+        while parent is not None:
+            chain_objects.append(parents[parent][1])
+            parent = parents[parent][0]
+        chain_objects.reverse()  # root first
+        root = parents[id(chain_objects[0])][2] or "?"
+        hops: list[list[str]] = [[self._name(chain_objects[-1]), ""]]
+        for holder, held in zip(reversed(chain_objects[:-1]), reversed(chain_objects[1:]), strict=True):
+            hop = self._hop(holder, held)
+            if hop is None:
+                continue
+            if hop[1] and hops[0][0] in _CONTAINER_NAMES:
+                hops = [[hop[0] + hop[1], hops[0][1]]] + hops[1:]
+            else:
+                hops = [hop] + hops
+        head = hops[0]
+        if len(chain_objects) == 1:
+            return _type_name(type(target)), [f"{root} ({head[0]})"]
+        first = chain_objects[0]
+        if head[0] in _CONTAINER_NAMES or isinstance(first, (list, dict, set, frozenset, collections.deque)):
+            hops[0] = [root, head[1]] if head[0] in _CONTAINER_NAMES else hops[0]
+            if head[0] not in _CONTAINER_NAMES:
+                hops = [[root, ""]] + hops
+        else:
+            hops = [[root, ""]] + hops
+        return _type_name(type(target)), self._render(hops)
 
     def _path_to_root(self, target: Any, began: float, mine: set[int]) -> list[str] | None:
         """Breadth-first through ``gc.get_referrers`` until a module's globals or a live asyncio task."""
@@ -452,6 +529,8 @@ class Probe:
                 else:
                     merged = [hop] + hops
                 if task_type is not None and isinstance(ref, task_type):
+                    if len(merged) > 1 and merged[1][0].startswith("coroutine "):  # the task's own coroutine: one hop
+                        merged = [merged[0]] + merged[2:]
                     return self._render(merged)
                 next_objects.append(ref)
                 next_paths.append(merged)
