@@ -43,7 +43,7 @@ from .redact import redact_command, redact_data
 from .results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
 from .sampling.memray_attach import attach as memray_attach, detach as memray_detach
 from .sampling.memray_capture import MemrayFiles
-from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_freeze
+from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_chain, request_freeze
 from .sampling.process import TreeSampler
 from .sampling.runtimes import prepare_launch, runtime_of_process
 from .sampling.runtimes.tier import RuntimeTier
@@ -465,6 +465,7 @@ class _Run:
         if self.driver is None:
             return
         self.enter("drain")
+        request_chain(self.folder.path)  # memray: what keeps the leak, found while it is still held
         stopping = self.driver.stop_users()
         drain = min(self.profile.phases.drain, 5.0) if quick else self.profile.phases.drain
         try:

@@ -16,6 +16,14 @@ Schema history (``schema_version``):
         and ``retained`` (how ``bytes_per_connection`` was credited), and with JFR
         ``allocated_at`` (``Server.java:77``), ``root``, ``chain``; JDK classes ``held_by`` /
         ``credited_to``.
+        keepers (memray targets only, else absent): what keeps the memory, measured in the
+        target at the GC checkpoints: ``containers`` (module-level containers growing per
+        connection: name, type, file, per_connection, ci_low, ci_high, items_end, text),
+        ``tasks`` (live asyncio tasks by coroutine: coroutine, waiting_at, per_connection,
+        alive_end, text), ``threads``, ``objects`` (types and functions whose count grew per
+        connection), ``chain`` ({type, path, text}: a back-reference path from a module
+        global), ``checkpoints``, ``full_checkpoints``, ``thin``, ``notes``. Each site gains
+        ``library`` (no user frame on its stack), ``approximate`` and ``meaning`` (a sentence).
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ from __future__ import annotations
 from typing import Any
 
 from .analysis import Analysis, Verdict
+from .analysis.keepers import keepers_summary
 from .results import RunRecord
 from .analysis.runtime import runtime_sites, runtime_summary
-from .sampling.memray_sites import leak_sites, memray_summary
+from .sampling.memray_sites import coverage_note, leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
@@ -78,17 +87,28 @@ def _sites(record: RunRecord, analysis: Analysis) -> list[dict[str, Any]]:
     return list(record.run.get("sites", []))
 
 
+def _keepers(record: RunRecord) -> dict[str, Any]:
+    """``{"keepers": ...}`` for a run measured in the target, else nothing (the key stays absent)."""
+    keepers = keepers_summary((record.memray or {}).get("keepers"), record.samples)
+    return {} if keepers is None else {"keepers": keepers}
+
+
 def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
     """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
     run = record.run
     target = dict(run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False})
     final = verdict or analysis.verdict
+    sites = _sites(record, analysis)
+    coverage = None
+    if record.memray and final is Verdict.LEAK:
+        coverage = coverage_note(sites, python_allocators=bool(record.memray.get("python_allocators")))
     return {
         "schema_version": SCHEMA_VERSION,
         "verdict": final.value,
         "exit_code": final.exit_code,
         "reasons": reasons if reasons is not None else analysis.reasons,
-        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", [])) + list(analysis.notes),
+        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", []))
+        + list(analysis.notes) + ([coverage] if coverage else []),
         "profile": record.profile.name,
         "started_at": record.meta.get("started_at"),
         "ended_at": run.get("ended_at"),
@@ -96,9 +116,10 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "complete": record.complete,
         "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
         "load": load_figures(record),
-        "sites": _sites(record, analysis),
+        "sites": sites,
         "memray": memray_summary(record.memray),
         "runtime": runtime_summary(record.runtime, record.runtime_finish, run.get("runtime"), record.samples),
+        **_keepers(record),
         "target": target,
         "phases": run.get("phases", []),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..analysis.keepers import keeper_lines
 from ..profile import load_profile
 from ..units import parse_duration
 
@@ -82,4 +83,7 @@ def print_verdict(summary: dict, folder: Path) -> None:
         held = f", held through {', '.join(site['held_by'])}" if site.get("held_by") else ""
         root = f" (root: {site['root']})" if site.get("root") else ""
         print(f"  {label}: {where} keeps {site['bytes_per_connection']:.0f} B per connection{held}{root}")
+    if summary["verdict"] in ("leak", "error"):
+        for line in keeper_lines(summary.get("keepers")):
+            print(f"  {line}")
     print(f"report: {folder / 'report.html'}")

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import jinja2
 import markupsafe
 
+from ..analysis.keepers import keeper_lines
 from ..units import format_bytes
 from ..redact import redact_data, redact_text
 from ..results import RunRecord
@@ -137,6 +138,8 @@ def render_report(
         "key_metric": _key_metric(metrics),
         "load": safe_summary.get("load") or {},
         "sites": (safe_summary.get("sites") or [])[:20],
+        "keepers": safe_summary.get("keepers") or {},
+        "keeper_lines": keeper_lines(safe_summary.get("keepers")),
         "flamegraph": redact_text(str(memray["flamegraph"])) if memray.get("flamegraph") else None,
         "memray": redact_data(dict(memray)),
         "runtime": redact_data(dict(summary.get("runtime") or {})),

@@ -42,12 +42,14 @@ __all__ = [
     "ensure_reduced",
     "reduce_capture",
     "read_checkpoints",
+    "read_keepers",
     "render_flamegraph",
     "user_frame",
 ]
 
-#: Version of ``reduced.json``. 1 - first version.
-REDUCED_FORMAT = 1
+#: Version of ``reduced.json``. 1 - first version. 2 - ``keepers`` (memray/keepers.jsonl as
+#: series), ``full_checkpoints``, ``gc_ms_max``, per-site ``library`` (no user frame).
+REDUCED_FORMAT = 2
 #: Most checkpoints kept per site (evenly thinned); the heap series keeps every one.
 MAX_POINTS = 400
 #: Sites kept in the cache: the largest growers and the largest holders at the end.
@@ -56,6 +58,9 @@ KEEP_SITES = 60
 #: 1.6 s for a 1 MB capture on an idle machine and 24-59 s for 1.7-2.2 MB on a busy one
 #: (bench/memray_bench.py), several times the reduction; above this a note gives the command.
 FLAMEGRAPH_MAX_BYTES = 32_000_000
+#: Size of one pymalloc arena (CPython 3.10+): small objects are carved from arenas, and without
+#: python-allocator tracing memray charges a whole arena to the allocation that opened it.
+PYMALLOC_ARENA_BYTES = 1 << 20
 #: Most memory snapshots the reader builds (memray's own default is 10,000).
 MAX_MEMORY_RECORDS = 20_000
 
@@ -85,6 +90,10 @@ class MemrayFiles:
         return self.root / "control"
 
     @property
+    def keepers(self) -> Path:
+        return self.root / "keepers.jsonl"
+
+    @property
     def reduced(self) -> Path:
         return self.root / "reduced.json"
 
@@ -102,6 +111,7 @@ def read_checkpoints(path: Path) -> dict[str, Any]:
     walls: list[float] = []
     events: dict[str, dict[str, Any]] = {}
     gc_ms: list[float] = []
+    full = 0
     if path.exists():
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -117,7 +127,67 @@ def read_checkpoints(path: Path) -> dict[str, Any]:
                     walls.append(float(entry["wall"]))
                     if "gc_ms" in entry:
                         gc_ms.append(float(entry["gc_ms"]))
-    return {"walls": walls, "events": events, "gc_ms": gc_ms}
+                    full += bool(entry.get("full", True))
+    return {"walls": walls, "events": events, "gc_ms": gc_ms, "full": full}
+
+
+def read_keepers(path: Path) -> dict[str, Any] | None:
+    """``memray/keepers.jsonl`` as series aligned on its checkpoints (None when there is none).
+
+    ``walls``/``full``: each checkpoint; ``containers``/``tasks``/``threads``: per name, a
+    length (or count) per checkpoint, None where it was not seen; ``census``: per type (or
+    function), a count at each full checkpoint (``census_walls``); ``chain``: the in-target
+    back-reference path, if one was found; ``walk_ms_max``, ``truncated`` (walks cut short).
+    """
+    if not path.exists():
+        return None
+    entries: list[dict[str, Any]] = []
+    chain: dict[str, Any] | None = None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("event") == "chain":
+                chain = entry.get("chain") or ({"error": entry["error"]} if entry.get("error") else None)
+            elif "wall" in entry and "containers" in entry:
+                entries.append(entry)
+    n = len(entries)
+    containers: dict[str, dict[str, Any]] = {}
+    tasks: dict[str, dict[str, Any]] = {}
+    threads: dict[str, list[Any]] = {}
+    census_walls: list[float] = []
+    census: dict[str, list[Any]] = {}
+    for i, entry in enumerate(entries):
+        for name, (kind, length, file) in (entry.get("containers") or {}).items():
+            series = containers.setdefault(name, {"type": kind, "file": file, "lengths": [None] * n})
+            series["lengths"][i] = length
+        for label, (count, waiting) in (entry.get("tasks") or {}).items():
+            series = tasks.setdefault(label, {"waiting_at": waiting, "counts": [0] * n})
+            series["counts"][i] = count
+            series["waiting_at"] = series["waiting_at"] or waiting
+        for label, count in (entry.get("threads") or {}).items():
+            threads.setdefault(label, [0] * n)[i] = count
+        if entry.get("census"):
+            census_walls.append(float(entry["wall"]))
+    for j, entry in enumerate(e for e in entries if e.get("census")):
+        for name, count in entry["census"].items():
+            census.setdefault(name, [None] * len(census_walls))[j] = count
+    return {
+        "walls": [float(e["wall"]) for e in entries],
+        "full": [bool(e.get("full")) for e in entries],
+        "containers": containers,
+        "tasks": tasks,
+        "threads": threads,
+        "census_walls": census_walls,
+        "census": census,
+        "chain": chain,
+        "walk_ms_max": max((float(e.get("walk_ms") or 0) for e in entries), default=None),
+        "truncated": sum(1 for e in entries if e.get("truncated")),
+    }
 
 
 def _library_prefixes() -> tuple[str, ...]:
@@ -228,10 +298,12 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
             diff = diffs.get(key)
             if diff is None:
                 diff = diffs[key] = np.zeros(len(points) + 1)
-                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4]}
+                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4], "live": 0.0, "arena": 0.0, "library": not user}
             np.add.at(diff, first[live], sizes[live])
             np.add.at(diff, stop[live], -sizes[live])
             weight = float(sizes[live].sum())
+            meta[key]["live"] += weight
+            meta[key]["arena"] += float(sizes[live][sizes[live] == PYMALLOC_ARENA_BYTES].sum())
             if weight > meta[key]["weight"]:
                 meta[key].update(function=function, weight=weight, stack=user[:4])
     finally:
@@ -249,6 +321,8 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
                 "location": f"{_display_path(file)}:{line}" if line else _display_path(file),
                 "function": info["function"],
                 "stack": [f"{_display_path(f)}:{n} {fn}" for fn, f, n in info["stack"]],
+                "library": info["library"],
+                "arena_share": round(info["arena"] / info["live"], 3) if info["live"] else 0.0,
                 "live": [int(v) for v in series[key]],
             }
         )
@@ -274,6 +348,9 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
         "heap": heap,
         "points": point_walls,
         "sites": sites,
+        "gc_ms_max": float(max(log["gc_ms"])) if log["gc_ms"] else None,
+        "full_checkpoints": log["full"],
+        "keepers": read_keepers(checkpoints.parent / "keepers.jsonl"),
         "capture_bytes": capture.stat().st_size,
         "capture_mtime": capture.stat().st_mtime,
         "analysis_seconds": round(time.perf_counter() - began, 3),

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import gc
+import importlib.util
 import json
 import os
 import runpy
@@ -62,6 +63,19 @@ _FLAG_OPTIONS = {"-u", "-B", "-s", "-E", "-q"}
 GC_BUDGET = 0.05
 #: How often the checkpoint thread looks at the control file between checkpoints.
 _CONTROL_POLL = 0.2
+#: Fewest seconds between two full collections once the start-up heap is frozen.
+FULL_MIN_INTERVAL = 5.0
+
+
+def _load_probe() -> types.ModuleType:
+    """keepers_probe.py, next to this file, loaded by path (never through the ``runner`` package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keepers_probe.py")
+    spec = importlib.util.spec_from_file_location("_soak_runner_keepers_probe", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class UnsupportedCommand(ValueError):
@@ -169,7 +183,12 @@ class _Session:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._checkpoint_loop, name="soak-memray-checkpoints", daemon=True)
         self._gc_seconds = 0.0
+        self._full_seconds = 0.0
+        self._next_full = 0.0
         self._frozen = False
+        self._chained = False
+        self.probe = _load_probe().Probe(getattr(args, "keepers", None) or os.path.join(os.path.dirname(args.checkpoints), "keepers.jsonl"))
+        self.censuses: list[dict[str, int]] = []
 
     def start(self) -> None:
         self.tracker.__enter__()
@@ -190,39 +209,97 @@ class _Session:
             if not self._tracking:
                 return
             self._tracking = False
-            self._checkpoint()  # a last collected point, close to the end
+            self._checkpoint(full=True)  # a last collected point, close to the end
+            if not self._chained:
+                self._write_chain()
             self.tracker.__exit__(None, None, None)
         self.log.write(event="end", wall=time.time(), reason=reason)
+        self.probe.close()
 
-    def _checkpoint(self) -> None:
-        began = time.perf_counter()
+    def _checkpoint(self, *, full: bool = False) -> None:
+        """Measure who keeps what, collect, log the wall time the heap is read at.
+
+        Before the start-up freeze every checkpoint is a full collection. After it, the
+        graph a collection has seen is frozen again at each checkpoint, so the next one walks
+        only what was allocated since (milliseconds, however much a leak has piled up); a
+        full collection (unfreeze, collect, census, freeze) runs when :data:`GC_BUDGET`
+        allows, at least every :data:`FULL_MIN_INTERVAL` seconds. Objects that were alive
+        at a freeze and became cyclic garbage after it wait for that full collection.
+        """
+        began, cpu = time.perf_counter(), time.thread_time()
+        containers, walk = self.probe.containers()
+        tasks, threads = self.probe.tasks(), self.probe.threads()
+        full = full or not self._frozen or time.monotonic() >= self._next_full
+        if self._frozen and full:
+            gc.unfreeze()
         collected = gc.collect()
-        self._gc_seconds = time.perf_counter() - began
-        self.log.write(wall=time.time(), gc=collected, gc_ms=round(self._gc_seconds * 1000, 2))
-
-    def _freeze_requested(self) -> bool:
+        census = self.probe.census() if full and self._frozen else None
         if self._frozen:
-            return False
+            gc.freeze()
+        # Paced by this thread's CPU time: what the target lost to us while we held the GIL. The
+        # wall time also counts the slices the target's own threads ran meanwhile.
+        seconds = time.thread_time() - cpu
+        wall_seconds = time.perf_counter() - began
+        if full:
+            self._full_seconds = seconds
+            self._next_full = time.monotonic() + max(FULL_MIN_INTERVAL, seconds / GC_BUDGET)
+            if census is not None:
+                self.censuses.append(census)
+        if not full or not self._frozen:
+            self._gc_seconds = seconds  # what the next checkpoint will cost: paces them
+        wall = time.time()
+        self.log.write(wall=wall, gc=collected, gc_ms=round(wall_seconds * 1000, 2), cpu_ms=round(seconds * 1000, 2), full=full)
+        self.probe.write(wall=wall, full=full, containers=containers, tasks=tasks, threads=threads, census=census, **walk)
+
+    def _write_chain(self) -> None:
+        """For the type that grew most between the first and last census, a path from a module global."""
+        self._chained = True
+        if len(self.censuses) < 2:
+            return
+        began = time.perf_counter()
+        gc.unfreeze()  # the oldest instances sit in the frozen generation
+        try:
+            found = self.probe.chain(self.censuses[0], self.censuses[-1])
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must never break the target's exit
+            self.probe.write(event="chain", error=f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            gc.freeze()
+        self.probe.write(event="chain", wall=time.time(), chain=found, ms=round((time.perf_counter() - began) * 1000, 1))
+
+    def _requested(self, word: str) -> bool:
+        """Whether the runner wrote ``word`` (a line: ``freeze``, ``chain``) into the control file."""
         try:
             with open(self.args.control, encoding="utf-8") as fh:
-                return "freeze" in fh.read()
+                return word in fh.read().split()
         except OSError:
             return False
 
+    def _control(self) -> None:
+        """Act on the runner's requests: freeze the start-up heap; find the chain while the leak is in place."""
+        if not self._frozen and self._requested("freeze"):
+            with self._lock:
+                if self._tracking:
+                    self._freeze()
+        if self._frozen and not self._chained and self._requested("chain"):
+            with self._lock:
+                if self._tracking:
+                    self._checkpoint(full=True)
+                    self._write_chain()
+
     def _freeze(self) -> None:
         gc.collect()
+        self.censuses.append(self.probe.census())  # the start-up objects: the census baseline
         gc.freeze()
         self._frozen = True
+        self._next_full = time.monotonic() + FULL_MIN_INTERVAL
         self.log.write(event="frozen", wall=time.time(), objects=gc.get_freeze_count())
 
     def _wait_next(self) -> bool:
         """Sleep until the next checkpoint (freezing on request meanwhile); False when stopping."""
         deadline = time.monotonic() + max(self.args.checkpoint_interval, self._gc_seconds / GC_BUDGET)
         while True:
-            if self._freeze_requested():
-                with self._lock:
-                    if self._tracking:
-                        self._freeze()
+            self._control()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return True
@@ -259,6 +336,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--memory-interval-ms", type=int, default=100)
     parser.add_argument("--max-bytes", type=int, default=None)
     parser.add_argument("--python-allocators", action="store_true")
+    parser.add_argument("--keepers", default=None)
     return parser.parse_args(argv[:split]), argv[split + 1 :]
 
 

@@ -16,7 +16,7 @@ from ..profile import TargetSettings
 from .memray_capture import MemrayFiles
 from .memray_launch import UnsupportedCommand, launcher_argv
 
-__all__ = ["MemrayPlan", "plan_memray", "request_freeze", "checkpoint_interval", "MEMRAY_STARTUP_FACTOR", "MEMORY_INTERVAL_MS", "MIN_CHECKPOINT_INTERVAL"]
+__all__ = ["MemrayPlan", "plan_memray", "request_freeze", "request_chain", "checkpoint_interval", "MEMRAY_STARTUP_FACTOR", "MEMORY_INTERVAL_MS", "MIN_CHECKPOINT_INTERVAL"]
 
 #: memray's RSS/heap snapshot period. Its default (10 ms) writes 100 records a second for
 #: nothing: the heap is read only at checkpoints, and a checkpoint waits at most this long.
@@ -83,3 +83,15 @@ def request_freeze(folder: Path) -> None:
     files = MemrayFiles(folder)
     if files.root.is_dir():
         files.control.write_text("freeze\n", encoding="utf-8")
+
+
+def request_chain(folder: Path) -> None:
+    """Tell the launcher the steady churn is over: trace what keeps the type that grew most.
+
+    Written when the drain starts, while the target still holds what it leaked (a script's
+    globals and its event loop's tasks are gone once it exits); see keepers_probe.
+    """
+    files = MemrayFiles(folder)
+    if files.control.is_file():
+        with open(files.control, "a", encoding="utf-8") as fh:
+            fh.write("chain\n")

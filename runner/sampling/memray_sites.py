@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "site_meaning", "coverage_note", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
 
 #: Share of the steady window (by closed connections) skipped as warm-up.
 WARMUP_FRACTION = 0.25
@@ -24,6 +24,8 @@ WARMUP_FRACTION = 0.25
 MAX_SITES = 10
 #: Fewest checkpoints in the window before a site slope is given.
 MIN_POINTS = 6
+#: Fewest checkpoints for any site slope (then marked ``thin``, warm-up included).
+THIN_MIN_POINTS = 3
 #: Sites growing by less than this many bytes per connection are not listed at all.
 MIN_BYTES_PER_CONNECTION = 1.0
 
@@ -70,7 +72,8 @@ def tree_processes(samples: Sequence[Mapping[str, Any]]) -> int:
     return max((int(s.get("procs") or 0) for s in samples if s.get("phase") == "steady"), default=0)
 
 
-def _steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+def steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Wall times and cumulative closed connections of the steady-churn samples, in time order."""
     steady = [s for s in samples if s.get("phase") == "steady" and s.get("wall") is not None]
     if len(steady) < 2:
         return None
@@ -90,7 +93,7 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
     grow), ``over_budget``, ``stack`` (user frames, innermost first); where a site also has
     a ``count`` series (instances, e.g. a JVM class histogram), ``instances_per_connection``.
     """
-    steady = _steady_closed(samples)
+    steady = steady_closed(samples)
     points = np.asarray(reduced.get("points") or [], dtype=float)
     if steady is None or not len(points) or not reduced.get("sites"):
         return []
@@ -99,8 +102,11 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
     x_all = np.interp(points, walls, closed)
     start = closed[0] + WARMUP_FRACTION * (closed[-1] - closed[0])
     window = inside & (x_all >= start)
-    if window.sum() < MIN_POINTS or np.ptp(x_all[window]) == 0:
+    if window.sum() < MIN_POINTS:  # thin evidence: rather every steady checkpoint than no site at all
+        window = inside
+    if window.sum() < THIN_MIN_POINTS or np.ptp(x_all[window]) == 0:
         return []
+    thin = bool(window.sum() < MIN_POINTS)
     x = x_all[window]
     heap_slope = _heap_slope(reduced, walls, closed, start)
     found = []
@@ -114,6 +120,8 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
         slope, _, low, high = stats.theilslopes(y, x, alpha=0.95)
         if slope < MIN_BYTES_PER_CONNECTION:
             continue
+        library = bool(site.get("library"))
+        approximate = not reduced.get("python_allocators") and float(site.get("arena_share") or 0.0) > 0.5
         entry: dict[str, Any] = {
             "location": site["location"],
             "function": site["function"],
@@ -124,6 +132,10 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
             "share": round(float(slope / heap_slope), 3) if heap_slope and heap_slope > 0 else None,
             "over_budget": bool(low > budget),
             "stack": list(site.get("stack", [])),
+            "library": library,
+            "approximate": approximate,
+            "thin": thin,
+            "meaning": site_meaning(site["location"], site["function"], library=library, approximate=approximate),
         }
         counts = site.get("count")
         if counts is not None and len(counts) == len(points):
@@ -132,6 +144,46 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
         found.append(entry)
     found.sort(key=lambda s: s["bytes_per_connection"], reverse=True)
     return found[:limit]
+
+
+def _package(location: str) -> str:
+    """The library a file belongs to: the folder under site-packages, or the standard library module."""
+    parts = location.replace("\\", "/").split("/")
+    if "site-packages" in parts:
+        rest = parts[parts.index("site-packages") + 1 :]
+        return rest[0] if len(rest) > 1 else rest[0].split(".")[0]
+    for marker in ("lib", "Lib"):
+        if marker in parts:
+            rest = parts[len(parts) - 1 - parts[::-1].index(marker) + 1 :]
+            if len(rest) > 1 and rest[0].startswith("python"):
+                return rest[1].split(".")[0] if len(rest) > 2 else rest[1].split(":")[0].removesuffix(".py")
+    return parts[-1].split(":")[0]
+
+
+def site_meaning(location: str, function: str, *, library: bool, approximate: bool) -> str:
+    """The sentence the report and the terminal give a site: what its growth means for the reader."""
+    if library:
+        package = _package(location)
+        text = (f"{package} allocates these ({function}) for every connection and they are never freed: "
+                "something in your code keeps the connections (see what keeps it)")
+    else:
+        text = f"{function}() allocates these for every connection and they are still held at the end"
+    if approximate:
+        text += ("; this site's figure is approximate because most of its bytes are pymalloc arenas, charged to "
+                 "whichever allocation opened them (target.memray_python_allocators = true counts each object)")
+    return text
+
+
+def coverage_note(sites: Sequence[Mapping[str, Any]], *, python_allocators: bool) -> str | None:
+    """A note when the named sites explain less than half of the heap's growth per connection."""
+    shares = [float(s["share"]) for s in sites if s.get("share") is not None]
+    if not shares or sum(shares) >= 0.5:
+        return None
+    explained = f"the allocation sites named explain {100 * sum(shares):.0f}% of the heap's growth per connection"
+    if python_allocators:
+        return f"{explained}; the rest is spread over sites too small to list"
+    return (f"{explained}: the rest is small objects carved from pymalloc arenas, which memray charges to whichever "
+            "allocation opened the arena; rerun with target.memray_python_allocators = true to split it by line")
 
 
 def _heap_slope(reduced: Mapping[str, Any], walls: np.ndarray, closed: np.ndarray, start: float) -> float | None:
