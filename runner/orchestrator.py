@@ -44,7 +44,8 @@ from .sampling.memray_attach import attach as memray_attach, detach as memray_de
 from .sampling.memray_capture import MemrayFiles
 from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_freeze
 from .sampling.process import TreeSampler
-from .target import AttachedTarget, StartedTarget, free_port, port_in_use, substitute
+from .sampling.sources import CgroupSource, MetricsUrlSource, ProcessSource, PrometheusSource, SourceSampler, resolve_cgroup
+from .target import AttachedTarget, RemoteTarget, StartedTarget, free_port, port_in_use, substitute
 
 __all__ = ["run_soak", "RunResult", "default_run_dir"]
 
@@ -120,9 +121,11 @@ class _Run:
         self.progress = progress
         self.state = _State()
         self.t0 = time.monotonic()
-        self.target: StartedTarget | AttachedTarget | None = None
+        self.target: StartedTarget | AttachedTarget | RemoteTarget | None = None
         self.driver: LoadDriver | None = None
-        self.sampler: TreeSampler | None = None
+        self.sampler: SourceSampler | None = None
+        #: The port given to a started target's {port} (also for sampling.metrics_url).
+        self.port: int | None = None
         self.writer: SampleWriter | None = None
         self.notes: list[str] = list(scenario.notes) if scenario is not None else []
         self.last_sample: dict[str, Any] = {}
@@ -197,7 +200,7 @@ class _Run:
                 "phase": self.state.phase,
                 **(counters.snapshot() if counters else {"opened": 0, "closed": 0, "open": 0, "errors": 0}),
                 **(metrics or {"rss": None, "uss": None, "fds": None, "threads": None, "cpu": None, "procs": 0}),
-                "heap": None,
+                "heap": (metrics or {}).get("heap"),  # a runtime heap from metrics; memray's is joined later
             }
             if counters:
                 latencies = latency_summary(counters.take_latencies())
@@ -256,6 +259,19 @@ class _Run:
 
     def _start_target(self) -> str:
         target = self.profile.target
+        if target.pid is None and target.command is None:
+            assert target.url is not None
+            remote = RemoteTarget(target.url)
+            self.target = remote
+            meta = _read_json(self.folder.meta)
+            meta["target"] = {"command": None, "url": target.url, "pid": None, "memray": False, "remote": True}
+            write_json(self.folder.meta, redact_data(meta))
+            self.progress.note(f"target {target.url}: nothing started, sampled through {', '.join(self._source_kinds())}")
+            remote.wait_ready(functools.partial(self._handshake, target.url), target.ready_timeout,
+                              cancelled=self.state.interrupted.is_set)
+            if self.state.interrupted.is_set():
+                raise _Interrupted()
+            return target.url
         if target.pid is not None:
             attached = AttachedTarget(target.pid)
             self.target = attached
@@ -273,6 +289,7 @@ class _Run:
             return url
         assert target.command is not None and target.url is not None
         port = free_port() if any("{port}" in p for p in target.command) else None
+        self.port = port
         argv = substitute(target.command, port=port)
         url = target.url.replace("{port}", str(port)) if port is not None else target.url
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -294,6 +311,36 @@ class _Run:
         if memray_plan.tracked:
             request_freeze(self.folder.path)
         return url
+
+    def _source_kinds(self) -> tuple[str, ...]:
+        target = self.profile.target
+        return self.profile.sampling.sources_for(local=target.command is not None or target.pid is not None)
+
+    def _make_sampler(self) -> SourceSampler:
+        """The sources of [sampling] (psutil, the server's /metrics, Prometheus, a cgroup), read together."""
+        sampling = self.profile.sampling
+        timeout = sampling.read_timeout
+        sources: list[Any] = []
+        for kind in self._source_kinds():
+            if kind == "process":
+                assert self.target is not None and self.target.pid is not None
+                sources.append(ProcessSource(TreeSampler(self.target.pid, uss=sampling.uss, interval=sampling.interval)))
+            elif kind == "metrics_url":
+                assert sampling.metrics_url is not None
+                url = sampling.metrics_url.replace("{port}", str(self.port)) if self.port is not None else sampling.metrics_url
+                sources.append(MetricsUrlSource(url, sampling.metrics, timeout=timeout))
+            elif kind == "prometheus":
+                assert sampling.prometheus is not None
+                sources.append(PrometheusSource(sampling.prometheus["url"], sampling.prometheus["queries"], timeout=timeout))
+            elif kind == "cgroup":
+                assert sampling.cgroup is not None
+                sources.append(CgroupSource(resolve_cgroup(sampling.cgroup)))
+        meta = _read_json(self.folder.meta)
+        meta["sampling"] = {"sources": [s.kind for s in sources], "timeout": timeout,
+                            "addresses": {s.kind: getattr(s, "url", None) or str(getattr(s, "path", "")) for s in sources
+                                          if s.kind != "process"}}
+        write_json(self.folder.meta, redact_data(meta))
+        return SourceSampler(sources, timeout=timeout)
 
     def _handshake(self, url: str) -> None:
         """One WebSocket handshake and close (with the scenario's identity and TLS when it has them)."""
@@ -360,7 +407,7 @@ class _Run:
             self.enter("starting")
             url = self._start_target()
             assert self.target is not None
-            self.sampler = TreeSampler(self.target.pid, uss=self.profile.sampling.uss, interval=self.profile.sampling.interval)
+            self.sampler = self._make_sampler()
             self.writer = SampleWriter(self.folder.samples)
             self.driver = LoadDriver(
                 url,
@@ -502,6 +549,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _preflight(profile: Profile) -> None:
     """Checks that need the machine but start nothing: a clear error before any folder is made."""
     target = profile.target
+    if profile.sampling.cgroup and "cgroup" in profile.sampling.sources_for(local=True):
+        resolve_cgroup(profile.sampling.cgroup)  # a cgroup that is not there is exit 2
     if target.command is not None:
         program = substitute(target.command[:1], port=None)[0]
         if shutil.which(program) is None and not Path(program).exists():
