@@ -126,6 +126,8 @@ class _Run:
         self.sampler: SourceSampler | None = None
         #: The port given to a started target's {port} (also for sampling.metrics_url).
         self.port: int | None = None
+        #: Sampling sources whose first failure has been noted (each is noted once).
+        self._failed_sources: set[str] = set()
         self.writer: SampleWriter | None = None
         self.notes: list[str] = list(scenario.notes) if scenario is not None else []
         self.last_sample: dict[str, Any] = {}
@@ -212,6 +214,11 @@ class _Run:
                 sample["load_cpu"] = self.saturation.current  # busiest load process, % of one core
             self.writer.write(sample)
             self.last_sample = sample
+            for kind, error in sample.get("source_errors", {}).items():
+                if kind not in self._failed_sources:
+                    self._failed_sources.add(kind)
+                    self._note(f"sampling: {kind} could not be read ({error}); its values are gaps (null) while it fails, "
+                               "counted in the summary")
             if self.target is not None:
                 self.target.remember(self.sampler.seen_pids)
             if metrics is None:

@@ -7,6 +7,12 @@ Schema history (``schema_version``):
         baseline, baseline_spread, baseline_runs, budget_per_connection, message}),
         ``fail_on_regression``; or ``database`` and ``error`` when the history was unusable.
         Absent when the history is off (history.record = false).
+    3 - ``metrics.<name>.source`` (``process``, ``metrics_url``, ``prometheus``, ``cgroup``;
+        ``memray`` for memray's heap), ``metrics.<name>.series`` (series name, PromQL query or
+        cgroup file; null for psutil), ``metrics.<name>.gaps`` ({samples, gaps, errors, absent}:
+        null values while its source was read, ``errors`` when the source failed, ``absent``
+        when it answered without the series), and ``sources`` (per source: reads, errors,
+        reasons = the most frequent error messages with their counts).
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from .analysis import Analysis, Verdict
+from .analysis.sources import source_figures
 from .results import RunRecord
 from .sampling.memray_sites import leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def load_figures(record: RunRecord) -> dict[str, Any]:
@@ -58,11 +65,29 @@ def _heap_budget(record: RunRecord, analysis: Analysis) -> float:
     return record.profile.analysis.budget_bytes_per_connection
 
 
+def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per analysed metric: where it came from and its gaps; per source: its reads and errors."""
+    origins, sources = source_figures(record.samples)
+    out: dict[str, dict[str, Any]] = {}
+    for name in analysis.metrics:
+        origin = origins.get(name)
+        if name == "heap" and record.memray and (origin is None or origin["source"] == "process"):
+            out[name] = {"source": "memray", "series": None, "gaps": None}
+        elif origin is None:
+            out[name] = {"source": "process", "series": None, "gaps": None}
+        else:
+            gaps = {"samples": origin["values"] + origin["gaps"], "gaps": origin["gaps"], "errors": origin["errors"],
+                    "absent": origin["absent"]}
+            out[name] = {"source": origin["source"], "series": origin["series"], "gaps": gaps if origin["source"] != "process" else None}
+    return out, sources
+
+
 def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
     """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
     run = record.run
     target = dict(run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False})
     final = verdict or analysis.verdict
+    origins, sources = metric_sources(record, analysis)
     return {
         "schema_version": SCHEMA_VERSION,
         "verdict": final.value,
@@ -74,7 +99,8 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "ended_at": run.get("ended_at"),
         "interrupted": bool(run.get("interrupted", False)),
         "complete": record.complete,
-        "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
+        "metrics": {name: {**result.to_dict(), **origins.get(name, {})} for name, result in analysis.metrics.items()},
+        "sources": sources,
         "load": load_figures(record),
         "sites": leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", [])),
         "memray": memray_summary(record.memray),

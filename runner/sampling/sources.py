@@ -89,6 +89,14 @@ class Reading:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+class HttpStatusError(OSError):
+    """An answer other than 200; ``body`` is its start (Prometheus explains a bad query there)."""
+
+    def __init__(self, message: str, body: bytes) -> None:
+        super().__init__(message)
+        self.body = body
+
+
 def _http_get(url: str, timeout: float) -> bytes:
     """The body of a plain GET; raises OSError/ValueError with a one-line reason."""
     request = urllib.request.Request(url, headers={"Accept": "text/plain, application/json", "User-Agent": "soak-runner"})
@@ -96,7 +104,11 @@ def _http_get(url: str, timeout: float) -> bytes:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked by the profile
             body = response.read(MAX_BODY_BYTES + 1)
     except urllib.error.HTTPError as exc:
-        raise OSError(f"HTTP {exc.code} {exc.reason}") from None
+        try:
+            body = exc.read(4096)
+        except OSError:
+            body = b""
+        raise HttpStatusError(f"HTTP {exc.code} {exc.reason}", body) from None
     except urllib.error.URLError as exc:
         raise OSError(str(exc.reason)) from None
     if len(body) > MAX_BODY_BYTES:
@@ -175,6 +187,12 @@ class PrometheusSource:
         address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         try:
             answer = json.loads(_http_get(address, self.timeout))
+        except HttpStatusError as exc:
+            try:
+                explained = json.loads(exc.body)
+            except ValueError:
+                raise exc from None
+            raise ValueError(f"query {promql!r} failed: {explained.get('error') or exc}") from None
         except json.JSONDecodeError:
             raise ValueError("the answer is not JSON (is sampling.prometheus.url a Prometheus server?)") from None
         if not isinstance(answer, dict) or answer.get("status") != "success":
