@@ -556,7 +556,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _preflight(profile: Profile) -> None:
     """Checks that need the machine but start nothing: a clear error before any folder is made."""
     target = profile.target
-    if profile.sampling.cgroup and "cgroup" in profile.sampling.sources_for(local=True):
+    local = target.command is not None or target.pid is not None
+    if not profile.sampling.sources_for(local=local):
+        raise UsageError("target.url alone gives nothing to sample: soak neither starts nor sees the server",
+                         hint="add sampling.metrics_url (or --metrics-url), sampling.prometheus or sampling.cgroup, "
+                              "or pass --target/--pid")
+    if profile.sampling.cgroup and "cgroup" in profile.sampling.sources_for(local=local):
         resolve_cgroup(profile.sampling.cgroup)  # a cgroup that is not there is exit 2
     if target.command is not None:
         program = substitute(target.command[:1], port=None)[0]

@@ -701,9 +701,6 @@ def _check_sampling(target: TargetSettings, sampling: SamplingSettings) -> None:
         if kind != "process" and kind not in configured:
             raise ProfileError(f"sampling.source names {kind} but sampling.{kind} is not set",
                                hint=f"set sampling.{kind}, or drop it from sampling.source")
-    if not sampling.sources_for(local=local):
-        raise ProfileError("target.url alone gives nothing to sample: soak neither starts nor sees the server",
-                           hint="add sampling.metrics_url (or --metrics-url), sampling.prometheus or sampling.cgroup, or pass --target/--pid")
     if sampling.metrics and not sampling.metrics_url:
         raise ProfileError("sampling.metrics names series but sampling.metrics_url is not set", hint="set sampling.metrics_url")
     if sampling.metrics_url and "{port}" in sampling.metrics_url and target.command is None:
