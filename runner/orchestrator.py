@@ -44,7 +44,14 @@ from .sampling.memray_attach import attach as memray_attach, detach as memray_de
 from .sampling.memray_capture import MemrayFiles
 from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_freeze
 from .sampling.process import TreeSampler
-from .sampling.sources import CgroupSource, MetricsUrlSource, ProcessSource, PrometheusSource, SourceSampler, resolve_cgroup
+from .sampling.sources import (
+    CgroupSource,
+    MetricsUrlSource,
+    ProcessSource,
+    PrometheusSource,
+    SourceSampler,
+    resolve_cgroup,
+)
 from .target import AttachedTarget, RemoteTarget, StartedTarget, free_port, port_in_use, substitute
 
 __all__ = ["run_soak", "RunResult", "default_run_dir"]
@@ -217,8 +224,8 @@ class _Run:
             for kind, error in sample.get("source_errors", {}).items():
                 if kind not in self._failed_sources:
                     self._failed_sources.add(kind)
-                    self._note(f"sampling: {kind} could not be read ({error}); its values are gaps (null) while it fails, "
-                               "counted in the summary")
+                    self._note(f"sampling: {kind} could not be read ({error}); its values are gaps (null) "
+                               "while it fails, counted in the summary")
             if self.target is not None:
                 self.target.remember(self.sampler.seen_pids)
             if metrics is None:
@@ -273,7 +280,8 @@ class _Run:
             meta = _read_json(self.folder.meta)
             meta["target"] = {"command": None, "url": target.url, "pid": None, "memray": False, "remote": True}
             write_json(self.folder.meta, redact_data(meta))
-            self.progress.note(f"target {target.url}: nothing started, sampled through {', '.join(self._source_kinds())}")
+            through = ", ".join(self._source_kinds())
+            self.progress.note(f"target {target.url}: nothing started, sampled through {through}")
             remote.wait_ready(functools.partial(self._handshake, target.url), target.ready_timeout,
                               cancelled=self.state.interrupted.is_set)
             if self.state.interrupted.is_set():
@@ -331,21 +339,25 @@ class _Run:
         for kind in self._source_kinds():
             if kind == "process":
                 assert self.target is not None and self.target.pid is not None
-                sources.append(ProcessSource(TreeSampler(self.target.pid, uss=sampling.uss, interval=sampling.interval)))
+                tree = TreeSampler(self.target.pid, uss=sampling.uss, interval=sampling.interval)
+                sources.append(ProcessSource(tree))
             elif kind == "metrics_url":
                 assert sampling.metrics_url is not None
-                url = sampling.metrics_url.replace("{port}", str(self.port)) if self.port is not None else sampling.metrics_url
+                url = sampling.metrics_url
+                if self.port is not None:
+                    url = url.replace("{port}", str(self.port))
                 sources.append(MetricsUrlSource(url, sampling.metrics, timeout=timeout))
             elif kind == "prometheus":
                 assert sampling.prometheus is not None
-                sources.append(PrometheusSource(sampling.prometheus["url"], sampling.prometheus["queries"], timeout=timeout))
+                prometheus = sampling.prometheus
+                sources.append(PrometheusSource(prometheus["url"], prometheus["queries"], timeout=timeout))
             elif kind == "cgroup":
                 assert sampling.cgroup is not None
                 sources.append(CgroupSource(resolve_cgroup(sampling.cgroup)))
         meta = _read_json(self.folder.meta)
-        meta["sampling"] = {"sources": [s.kind for s in sources], "timeout": timeout,
-                            "addresses": {s.kind: getattr(s, "url", None) or str(getattr(s, "path", "")) for s in sources
-                                          if s.kind != "process"}}
+        addresses = {s.kind: getattr(s, "url", None) or str(getattr(s, "path", ""))
+                     for s in sources if s.kind != "process"}
+        meta["sampling"] = {"sources": [s.kind for s in sources], "timeout": timeout, "addresses": addresses}
         write_json(self.folder.meta, redact_data(meta))
         return SourceSampler(sources, timeout=timeout)
 
@@ -393,7 +405,7 @@ class _Run:
 
     def _detach_memray(self) -> None:
         """Stop the --pid target's tracking session, so its capture is finalised (never raises)."""
-        if self.memray_session != "attached" or self.target is None:
+        if self.memray_session != "attached" or self.target is None or self.target.pid is None:
             return
         self.memray_session = "detaching"
         try:

@@ -495,7 +495,8 @@ def _sources(value: Any, key: str) -> tuple[str, ...]:
 
 def _http_url(value: Any, key: str, *, placeholders: bool = True) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ProfileError(f"{key}: expected an http:// URL such as \"http://127.0.0.1:{{port}}/metrics\", got {value!r}")
+        raise ProfileError(f"{key}: expected an http:// URL such as \"http://127.0.0.1:{{port}}/metrics\", "
+                           f"got {value!r}")
     if placeholders:
         _placeholders(value, key)
     elif "{" in value:
@@ -506,7 +507,8 @@ def _http_url(value: Any, key: str, *, placeholders: bool = True) -> str:
     except ValueError as exc:
         raise ProfileError(f"{key}: {value!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfileError(f"{key}: {value!r} is not an http:// or https:// URL with a host", hint="for example http://127.0.0.1:9090")
+        raise ProfileError(f"{key}: {value!r} is not an http:// or https:// URL with a host",
+                           hint="for example http://127.0.0.1:9090")
     return value
 
 
@@ -519,7 +521,8 @@ def _metric_names(value: Any, key: str) -> dict[str, str]:
     names: dict[str, str] = {}
     for metric, selector in value.items():
         if metric not in SOURCE_METRICS:
-            raise ProfileError(f"unknown profile key {key}.{_printable(metric)}", hint=_closest(metric, list(SOURCE_METRICS)))
+            raise ProfileError(f"unknown profile key {key}.{_printable(metric)}",
+                               hint=_closest(metric, list(SOURCE_METRICS)))
         if not isinstance(selector, str):
             raise ProfileError(f"{key}.{metric}: expected a series name, got {type(selector).__name__}")
         try:
@@ -535,7 +538,8 @@ def _prometheus(value: Any, key: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ProfileError(f"{key}: expected a table such as {{ url = \"http://127.0.0.1:9090\", queries = {{ rss = \"...\" }} }}")
+        raise ProfileError(f"{key}: expected a table such as "
+                           f"{{ url = \"http://127.0.0.1:9090\", queries = {{ rss = \"...\" }} }}")
     for name in value:
         if name not in ("url", "queries"):
             raise ProfileError(f"unknown profile key {key}.{_printable(name)}", hint=_closest(name, ["url", "queries"]))
@@ -544,11 +548,13 @@ def _prometheus(value: Any, key: str) -> dict[str, Any] | None:
     url = _http_url(value["url"], f"{key}.url", placeholders=False)
     queries = value.get("queries")
     if not isinstance(queries, dict) or not queries:
-        raise ProfileError(f"{key}.queries: expected a table of PromQL queries such as {{ rss = \"process_resident_memory_bytes\" }}")
+        raise ProfileError(f"{key}.queries: expected a table of PromQL queries "
+                           f"such as {{ rss = \"process_resident_memory_bytes\" }}")
     checked: dict[str, str] = {}
     for metric, query in queries.items():
         if metric not in SOURCE_METRICS:
-            raise ProfileError(f"unknown profile key {key}.queries.{_printable(metric)}", hint=_closest(metric, list(SOURCE_METRICS)))
+            raise ProfileError(f"unknown profile key {key}.queries.{_printable(metric)}",
+                               hint=_closest(metric, list(SOURCE_METRICS)))
         checked[metric] = _string(query, f"{key}.queries.{metric}")
     return {"url": url, "queries": checked}
 
@@ -697,12 +703,14 @@ def _check_sampling(target: TargetSettings, sampling: SamplingSettings) -> None:
     for kind in sampling.source:
         if kind == "process" and not local:
             raise ProfileError("sampling.source names process but there is no local process to sample",
-                               hint="start one with target.command, pass --pid, or sample metrics_url, prometheus or cgroup")
+                               hint="start one with target.command, pass --pid, "
+                                    "or sample metrics_url, prometheus or cgroup")
         if kind != "process" and kind not in configured:
             raise ProfileError(f"sampling.source names {kind} but sampling.{kind} is not set",
                                hint=f"set sampling.{kind}, or drop it from sampling.source")
     if sampling.metrics and not sampling.metrics_url:
-        raise ProfileError("sampling.metrics names series but sampling.metrics_url is not set", hint="set sampling.metrics_url")
+        raise ProfileError("sampling.metrics names series but sampling.metrics_url is not set",
+                           hint="set sampling.metrics_url")
     if sampling.metrics_url and "{port}" in sampling.metrics_url and target.command is None:
         raise ProfileError("sampling.metrics_url uses {port} but there is no target.command to give it a port",
                            hint="write the real port in the URL")

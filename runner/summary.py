@@ -9,9 +9,10 @@ Schema history (``schema_version``):
         Absent when the history is off (history.record = false).
     3 - ``metrics.<name>.source`` (``process``, ``metrics_url``, ``prometheus``, ``cgroup``;
         ``memray`` for memray's heap), ``metrics.<name>.series`` (series name, PromQL query or
-        cgroup file; null for psutil), ``metrics.<name>.gaps`` ({samples, gaps, errors, absent}:
-        null values while its source was read, ``errors`` when the source failed, ``absent``
-        when it answered without the series), and ``sources`` (per source: reads, errors,
+        cgroup file; null for psutil), ``metrics.<name>.gaps`` ({samples, gaps, errors, stale,
+        absent}: null values while its source was read; ``errors`` when the source failed,
+        ``stale`` when it answered without a series it had given, ``absent`` without one it
+        never gave; null for psutil), and ``sources`` (per source: reads, errors,
         reasons = the most frequent error messages with their counts).
 """
 
@@ -65,7 +66,7 @@ def _heap_budget(record: RunRecord, analysis: Analysis) -> float:
     return record.profile.analysis.budget_bytes_per_connection
 
 
-def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per analysed metric: where it came from and its gaps; per source: its reads and errors."""
     origins, sources = source_figures(record.samples)
     out: dict[str, dict[str, Any]] = {}
@@ -76,9 +77,10 @@ def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, dic
         elif origin is None:
             out[name] = {"source": "process", "series": None, "gaps": None}
         else:
-            gaps = {"samples": origin["values"] + origin["gaps"], "gaps": origin["gaps"], "errors": origin["errors"],
-                    "absent": origin["absent"]}
-            out[name] = {"source": origin["source"], "series": origin["series"], "gaps": gaps if origin["source"] != "process" else None}
+            gaps = {"samples": origin["values"] + origin["gaps"],
+                    **{key: origin[key] for key in ("gaps", "errors", "stale", "absent")}}
+            remote = origin["source"] != "process"
+            out[name] = {"source": origin["source"], "series": origin["series"], "gaps": gaps if remote else None}
     return out, sources
 
 

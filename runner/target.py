@@ -17,7 +17,17 @@ import psutil
 from .errors import TargetError, UsageError
 from .watchdog import PRUNE_AT, start_time
 
-__all__ = ["free_port", "port_in_use", "wait_for_port", "substitute", "StartedTarget", "AttachedTarget", "RemoteTarget", "TargetOutcome", "tail"]
+__all__ = [
+    "free_port",
+    "port_in_use",
+    "wait_for_port",
+    "substitute",
+    "StartedTarget",
+    "AttachedTarget",
+    "RemoteTarget",
+    "TargetOutcome",
+    "tail",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -32,7 +32,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-__all__ = ["HEAP_TIER", "LIVE_HEAP_SERIES", "NOT_LIVE_HEAP_SERIES", "RSS_TIER", "heap_tier", "metric_origin", "source_figures"]
+__all__ = [
+    "HEAP_TIER",
+    "LIVE_HEAP_SERIES",
+    "NOT_LIVE_HEAP_SERIES",
+    "RSS_TIER",
+    "heap_tier",
+    "metric_origin",
+    "source_figures",
+]
 
 #: The budget tiers a heap series can get.
 HEAP_TIER = "heap"
@@ -80,9 +88,11 @@ def heap_tier(source: str | None, series: str | None, declared_live: bool | None
         return HEAP_TIER, None
     name = _series_name(series or "")
     if declared_live is True:
-        return HEAP_TIER, f"heap from {source} ({series}) is declared live heap (analysis.metrics_heap_live): the heap budget applies"
+        return HEAP_TIER, (f"heap from {source} ({series}) is declared live heap (analysis.metrics_heap_live): "
+                           "the heap budget applies")
     if declared_live is None and any(name == live for live in LIVE_HEAP_SERIES):
-        return HEAP_TIER, f"heap from {source} ({series}) is live heap after the last collection: the heap budget applies"
+        return HEAP_TIER, (f"heap from {source} ({series}) is live heap after the last collection: "
+                           "the heap budget applies")
     if declared_live is False:
         why = "analysis.metrics_heap_live is false"
     elif name in NOT_LIVE_HEAP_SERIES:
@@ -96,8 +106,9 @@ def source_figures(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict
     """Per metric (source, series, values, gaps) and per source (reads, errors, the reasons).
 
     A gap is a sample (after the first value or the first declared one) whose value is null:
-    ``errors`` of them because the source could not be read, ``absent`` because it answered
-    without that series (a stale or missing series).
+    ``errors`` of them because the source could not be read, ``stale`` because it answered
+    without a series it had given before (it went away), ``absent`` because it answered
+    without a series it never gave (a name or query that matches nothing, yet).
     """
     metrics: dict[str, dict[str, Any]] = {}
     sources: dict[str, dict[str, Any]] = {}
@@ -114,7 +125,8 @@ def source_figures(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict
                 reason = str(failed[kind])
                 entry["reasons"][reason] = entry["reasons"].get(reason, 0) + 1
         for name, kind in present.items():
-            entry = metrics.setdefault(name, {"source": kind, "series": None, "values": 0, "gaps": 0, "errors": 0, "absent": 0})
+            entry = metrics.setdefault(name, {"source": kind, "series": None, "values": 0,
+                                              **dict.fromkeys(("gaps", "errors", "stale", "absent"), 0)})
             series = (sample.get("series") or {}).get(name)
             if series:
                 entry["series"] = series
@@ -122,7 +134,7 @@ def source_figures(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict
                 entry["values"] += 1
             elif kind != "process":  # psutil reads USS only every n-th sample on purpose: not a gap
                 entry["gaps"] += 1
-                entry["errors" if kind in failed else "absent"] += 1
+                entry["errors" if kind in failed else "stale" if entry["values"] else "absent"] += 1
     for entry in sources.values():
         entry["reasons"] = dict(sorted(entry["reasons"].items(), key=lambda item: -item[1])[:5])
     return metrics, sources

@@ -99,9 +99,10 @@ class HttpStatusError(OSError):
 
 def _http_get(url: str, timeout: float) -> bytes:
     """The body of a plain GET; raises OSError/ValueError with a one-line reason."""
-    request = urllib.request.Request(url, headers={"Accept": "text/plain, application/json", "User-Agent": "soak-runner"})
+    headers = {"Accept": "text/plain, application/json", "User-Agent": "soak-runner"}
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked by the profile
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # http(s) only: checked by the profile
             body = response.read(MAX_BODY_BYTES + 1)
     except urllib.error.HTTPError as exc:
         try:
@@ -148,7 +149,8 @@ class MetricsUrlSource:
     def read(self) -> Reading:
         try:
             text = _http_get(self.url, self.timeout).decode("utf-8", errors="replace")
-            samples = [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+            families = text_string_to_metric_families(text)
+            samples = [(s.name, s.labels, s.value) for family in families for s in family.samples]
         except (OSError, ValueError, UnicodeError) as exc:
             return Reading(values=dict.fromkeys(self.candidates), error=_describe(exc))
         if not samples and text.strip():
@@ -200,7 +202,7 @@ class PrometheusSource:
             raise ValueError(f"query {promql!r} failed: {error or 'no success status'}")
         data = answer.get("data") or {}
         kind, result = data.get("resultType"), data.get("result")
-        if kind == "scalar":
+        if kind == "scalar" and isinstance(result, list):
             values = [float(result[1])]
         elif kind == "vector":
             values = [float(series["value"][1]) for series in result or []]
@@ -229,7 +231,7 @@ def resolve_cgroup(spec: str, root: Path = CGROUP_ROOT) -> Path:
     path = Path(spec)
     candidates = [path] if path.is_absolute() else [root / spec, root / "memory" / spec]
     for candidate in candidates:
-        if candidate.is_dir() and ((candidate / "memory.current").exists() or (candidate / "memory.usage_in_bytes").exists()):
+        if _accounts_memory(candidate):
             return candidate
     if re.fullmatch(r"[0-9a-f]{12,64}", spec):
         found = _find_container(spec, root)
@@ -237,8 +239,14 @@ def resolve_cgroup(spec: str, root: Path = CGROUP_ROOT) -> Path:
             return found
         raise UsageError(f"sampling.cgroup: no cgroup of a container {spec!r} under {root}",
                          hint="give the cgroup's path, e.g. /sys/fs/cgroup/system.slice/docker-<id>.scope")
-    raise UsageError(f"sampling.cgroup: {spec!r} is not a cgroup with memory accounting (no memory.current or memory.usage_in_bytes)",
+    raise UsageError(f"sampling.cgroup: {spec!r} is not a cgroup with memory accounting "
+                     "(no memory.current or memory.usage_in_bytes)",
                      hint="give a folder under /sys/fs/cgroup, or a container id")
+
+
+def _accounts_memory(folder: Path) -> bool:
+    """A cgroup folder with memory accounting: v2 ``memory.current`` or v1 ``memory.usage_in_bytes``."""
+    return folder.is_dir() and ((folder / "memory.current").exists() or (folder / "memory.usage_in_bytes").exists())
 
 
 def _find_container(container: str, root: Path, max_depth: int = 6) -> Path | None:
@@ -252,7 +260,7 @@ def _find_container(container: str, root: Path, max_depth: int = 6) -> Path | No
             continue
         for entry in entries:
             path = Path(entry.path)
-            if container in entry.name and ((path / "memory.current").exists() or (path / "memory.usage_in_bytes").exists()):
+            if container in entry.name and _accounts_memory(path):
                 return path
             if depth < max_depth:
                 pending.append((Path(entry.path), depth + 1))
@@ -408,7 +416,8 @@ class SourceSampler:
             return None
         if self.owners is None:
             self.owners = self._decide_owners(readings)
-        sample: dict[str, Any] = {"rss": None, "uss": None, "fds": None, "threads": None, "cpu": None, "procs": 0, "heap": None}
+        sample: dict[str, Any] = dict.fromkeys(("rss", "uss", "fds", "threads", "cpu", "heap"))
+        sample["procs"] = 0
         series: dict[str, str] = {}
         for metric, kind in self.owners.items():
             reading = readings[kind]

@@ -62,7 +62,8 @@ def test_url_and_metrics_url_alone_find_a_leak_through_scrape_failures(tmp_path,
                            {"garbage": range(12, 15), "slow": range(15, 18), "down": range(18, 19)}, slow_seconds=3.0)
     out = tmp_path / "run"
     try:
-        result = soak("run", str(_profile(tmp_path)), "--url", server.url, "--metrics-url", faulty.url, "--out", str(out))
+        result = soak("run", str(_profile(tmp_path)), "--url", server.url, "--metrics-url", faulty.url,
+                      "--out", str(out))
     finally:
         faulty.stop()
     assert result.returncode == 1, result.stdout + result.stderr
@@ -116,7 +117,8 @@ def _prometheus_run(tmp_path: Path, leak_bytes: str) -> tuple[subprocess.Complet
     try:
         with prometheus_server([f"127.0.0.1:{server.port}"], scrape_interval="1s") as prometheus:
             wait_for_series(prometheus, 'process_resident_memory_bytes{job="soak"}')
-            result = soak("run", str(_prometheus_profile(tmp_path, prometheus, "15s")), "--url", server.url, "--out", str(out))
+            profile = _prometheus_profile(tmp_path, prometheus, "15s")
+            result = soak("run", str(profile), "--url", server.url, "--out", str(out))
     finally:
         server.stop()
     summary, samples = _results(out)
@@ -124,7 +126,8 @@ def _prometheus_run(tmp_path: Path, leak_bytes: str) -> tuple[subprocess.Complet
 
 
 needs_prometheus = pytest.mark.skipif(
-    prometheus_binary() is None, reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
+    prometheus_binary() is None,
+    reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
 
 
 @needs_prometheus

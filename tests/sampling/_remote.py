@@ -23,7 +23,8 @@ class FaultyMetrics:
     (answers after ``slow_seconds``) and ``down`` (the listener closes for ``down_seconds``,
     so connections are refused, then it comes back on the same port)."""
 
-    def __init__(self, upstream: str, schedule: dict[str, range], *, slow_seconds: float = 3.0, down_seconds: float = 2.5) -> None:
+    def __init__(self, upstream: str, schedule: dict[str, range], *, slow_seconds: float = 3.0,
+                 down_seconds: float = 2.5) -> None:
         self.upstream = upstream
         self.schedule = schedule
         self.slow_seconds = slow_seconds
@@ -110,12 +111,14 @@ def prometheus_server(targets: list[str], *, scrape_interval: str = "1s", job: s
     listed = ", ".join(f"'{t}'" for t in targets)
     config.write_text(
         f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
-        f"scrape_configs:\n  - job_name: {job}\n    scrape_interval: {scrape_interval}\n    scrape_timeout: {scrape_interval}\n"
+        f"scrape_configs:\n  - job_name: {job}\n"
+        f"    scrape_interval: {scrape_interval}\n    scrape_timeout: {scrape_interval}\n"
         f"    static_configs:\n      - targets: [{listed}]\n"
     )
     log = open(folder / "prometheus.log", "wb")
     process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -123,7 +126,8 @@ def prometheus_server(targets: list[str], *, scrape_interval: str = "1s", job: s
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited ({process.returncode}): {(folder / 'prometheus.log').read_text()[-2000:]}")
+                log_text = (folder / "prometheus.log").read_text()[-2000:]
+                raise RuntimeError(f"prometheus exited ({process.returncode}): {log_text}")
             try:
                 urllib.request.urlopen(f"{url}/-/ready", timeout=2).read()
                 break

@@ -49,7 +49,8 @@ def test_standard_series_are_mapped_and_named_series_override(metrics_server):
     assert reading.series["rss"] == "process_resident_memory_bytes" and reading.values["rss"] > 1e6
     assert reading.series["fds"] == "process_open_fds" and reading.values["fds"] >= 3
     assert reading.values["heap"] is None and reading.values["threads"] is None  # Python exports neither
-    named = MetricsUrlSource(url, {"threads": "echo_sessions", "heap": 'python_gc_objects_collected_total{generation="0"}'}).read()
+    names = {"threads": "echo_sessions", "heap": 'python_gc_objects_collected_total{generation="0"}'}
+    named = MetricsUrlSource(url, names).read()
     assert named.values["threads"] == 0.0 and named.series["threads"] == "echo_sessions"
     assert named.values["heap"] is not None and named.values["heap"] >= 0
     missing = MetricsUrlSource(url, {"rss": "no_such_series"}).read()
@@ -58,7 +59,8 @@ def test_standard_series_are_mapped_and_named_series_override(metrics_server):
 
 def test_scrape_failures_are_errors_not_values(metrics_server):
     upstream = f"http://127.0.0.1:{metrics_server.port}/metrics"
-    faulty = FaultyMetrics(upstream, {"garbage": range(1, 2), "slow": range(2, 3), "down": range(3, 4)}, slow_seconds=2.0)
+    schedule = {"garbage": range(1, 2), "slow": range(2, 3), "down": range(3, 4)}
+    faulty = FaultyMetrics(upstream, schedule, slow_seconds=2.0)
     try:
         source = MetricsUrlSource(faulty.url, timeout=0.5)
         assert source.read().error is None
@@ -82,7 +84,8 @@ def test_scrape_failures_are_errors_not_values(metrics_server):
     assert gone.error is not None
 
 
-@pytest.mark.skipif(prometheus_binary() is None, reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
+@pytest.mark.skipif(prometheus_binary() is None,
+                    reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
 def test_promql_queries_against_a_real_prometheus(metrics_server):
     with prometheus_server([f"127.0.0.1:{metrics_server.port}"]) as prometheus:
         wait_for_series(prometheus, 'process_resident_memory_bytes{job="soak"}')
@@ -132,12 +135,14 @@ def _make_cgroup() -> Path:
 
 
 #: A process that allocates (and touches) 20 MB once it is in its cgroup (v1 charges memory where it is allocated).
-_ALLOCATE_WHEN_TOLD = "import sys, time; sys.stdin.readline(); x = b'\\x01' * 20_000_000; print('ok', flush=True); time.sleep(120)"
+_ALLOCATE_WHEN_TOLD = ("import sys, time; sys.stdin.readline(); x = b'\\x01' * 20_000_000; "
+                       "print('ok', flush=True); time.sleep(120)")
 
 
 def test_cgroup_memory_threads_fds_of_a_process_moved_into_it():
     group = _make_cgroup()
-    process = subprocess.Popen([sys.executable, "-c", _ALLOCATE_WHEN_TOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", _ALLOCATE_WHEN_TOLD], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
     try:
         (group / "cgroup.procs").write_text(str(process.pid))
         assert process.stdin is not None and process.stdout is not None
