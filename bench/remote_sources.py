@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--duration", default="30s")
     parser.add_argument("--only", nargs="*", default=["metrics_url", "prometheus", "cgroup"])
     args = parser.parse_args()
-    print("| source | target | verdict | rss per connection (95% CI) | fds | cycles | samples missing |")
+    print("| source | target | verdict | rss per connection (95% CI) | fds | cycles | rss samples missing (why) |")
     print("|---|---|---|---|---|---|---|")
     for source in args.only:
         if source == "prometheus" and prometheus_binary() is None:
@@ -107,7 +107,11 @@ def main() -> None:
             if rss.get("ci_low") is not None:
                 low, high = format_bytes(rss["ci_low"]), format_bytes(rss["ci_high"])
                 ci = f"{format_bytes(rss['slope_per_connection'])} ({low} to {high})"
-            gaps = (rss.get("gaps") or {}).get("gaps", "-")
+            counts = rss.get("gaps") or {}
+            why = ", ".join(f"{counts[k]} {k}" for k in ("errors", "stale", "absent") if counts.get(k))
+            failures = summary["sources"].get(source, {}).get("reasons") or {}
+            reasons = "; ".join(f"{reason} x{count}" for reason, count in failures.items())
+            gaps = f"{counts.get('gaps', '-')}" + (f" ({why}{': ' + reasons if reasons else ''})" if why else "")
             verdict = f"{summary['verdict']} (exit {summary['exit_code']})"
             print(f"| {rss.get('source', source)} | {name} | {verdict} | {ci} | "
                   f"{fds.get('verdict', '-')} | {summary['load']['connections_closed']} | {gaps} |", flush=True)
