@@ -47,7 +47,15 @@ from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, chec
 from .sampling.process import TreeSampler
 from .sampling.runtimes import prepare_launch, runtime_of_process
 from .sampling.runtimes.tier import RuntimeTier
-from .target import AttachedTarget, StartedTarget, free_port, port_in_use, substitute
+from .sampling.sources import (
+    CgroupSource,
+    MetricsUrlSource,
+    ProcessSource,
+    PrometheusSource,
+    SourceSampler,
+    resolve_cgroup,
+)
+from .target import AttachedTarget, RemoteTarget, StartedTarget, free_port, port_in_use, substitute
 
 __all__ = ["run_soak", "RunResult", "default_run_dir"]
 
@@ -123,9 +131,13 @@ class _Run:
         self.progress = progress
         self.state = _State()
         self.t0 = time.monotonic()
-        self.target: StartedTarget | AttachedTarget | None = None
+        self.target: StartedTarget | AttachedTarget | RemoteTarget | None = None
         self.driver: LoadDriver | None = None
-        self.sampler: TreeSampler | None = None
+        self.sampler: SourceSampler | None = None
+        #: The port given to a started target's {port} (also for sampling.metrics_url).
+        self.port: int | None = None
+        #: Sampling sources whose first failure has been noted (each is noted once).
+        self._failed_sources: set[str] = set()
         self.writer: SampleWriter | None = None
         self.notes: list[str] = list(scenario.notes) if scenario is not None else []
         self.last_sample: dict[str, Any] = {}
@@ -203,7 +215,7 @@ class _Run:
                 "phase": self.state.phase,
                 **(counters.snapshot() if counters else {"opened": 0, "closed": 0, "open": 0, "errors": 0}),
                 **(metrics or {"rss": None, "uss": None, "fds": None, "threads": None, "cpu": None, "procs": 0}),
-                "heap": None,
+                "heap": (metrics or {}).get("heap"),  # a runtime heap from metrics; memray's is joined later
             }
             if counters:
                 latencies = latency_summary(counters.take_latencies())
@@ -215,6 +227,11 @@ class _Run:
                 sample["load_cpu"] = self.saturation.current  # busiest load process, % of one core
             self.writer.write(sample)
             self.last_sample = sample
+            for kind, error in sample.get("source_errors", {}).items():
+                if kind not in self._failed_sources:
+                    self._failed_sources.add(kind)
+                    self._note(f"sampling: {kind} could not be read ({error}); its values are gaps (null) "
+                               "while it fails, counted in the summary")
             if self.target is not None:
                 self.target.remember(self.sampler.seen_pids)
             if metrics is None:
@@ -262,6 +279,20 @@ class _Run:
 
     def _start_target(self) -> str:
         target = self.profile.target
+        if target.pid is None and target.command is None:
+            assert target.url is not None
+            remote = RemoteTarget(target.url)
+            self.target = remote
+            meta = _read_json(self.folder.meta)
+            meta["target"] = {"command": None, "url": target.url, "pid": None, "memray": False, "remote": True}
+            write_json(self.folder.meta, redact_data(meta))
+            through = ", ".join(self._source_kinds())
+            self.progress.note(f"target {target.url}: nothing started, sampled through {through}")
+            remote.wait_ready(functools.partial(self._handshake, target.url), target.ready_timeout,
+                              cancelled=self.state.interrupted.is_set)
+            if self.state.interrupted.is_set():
+                raise _Interrupted()
+            return target.url
         if target.pid is not None:
             attached = AttachedTarget(target.pid)
             self.target = attached
@@ -282,6 +313,7 @@ class _Run:
             return url
         assert target.command is not None and target.url is not None
         port = free_port() if any("{port}" in p for p in target.command) else None
+        self.port = port
         argv = substitute(target.command, port=port)
         url = target.url.replace("{port}", str(port)) if port is not None else target.url
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -309,6 +341,40 @@ class _Run:
         if launch is not None and launch.runtime is not None:
             self.runtime.open(started.pid, started=True, runtime=launch.runtime, serving_port=_url_port(url))
         return url
+
+    def _source_kinds(self) -> tuple[str, ...]:
+        target = self.profile.target
+        return self.profile.sampling.sources_for(local=target.command is not None or target.pid is not None)
+
+    def _make_sampler(self) -> SourceSampler:
+        """The sources of [sampling] (psutil, the server's /metrics, Prometheus, a cgroup), read together."""
+        sampling = self.profile.sampling
+        timeout = sampling.read_timeout
+        sources: list[Any] = []
+        for kind in self._source_kinds():
+            if kind == "process":
+                assert self.target is not None and self.target.pid is not None
+                tree = TreeSampler(self.target.pid, uss=sampling.uss, interval=sampling.interval)
+                sources.append(ProcessSource(tree))
+            elif kind == "metrics_url":
+                assert sampling.metrics_url is not None
+                url = sampling.metrics_url
+                if self.port is not None:
+                    url = url.replace("{port}", str(self.port))
+                sources.append(MetricsUrlSource(url, sampling.metrics, timeout=timeout))
+            elif kind == "prometheus":
+                assert sampling.prometheus is not None
+                prometheus = sampling.prometheus
+                sources.append(PrometheusSource(prometheus["url"], prometheus["queries"], timeout=timeout))
+            elif kind == "cgroup":
+                assert sampling.cgroup is not None
+                sources.append(CgroupSource(resolve_cgroup(sampling.cgroup)))
+        meta = _read_json(self.folder.meta)
+        addresses = {s.kind: getattr(s, "url", None) or str(getattr(s, "path", ""))
+                     for s in sources if s.kind != "process"}
+        meta["sampling"] = {"sources": [s.kind for s in sources], "timeout": timeout, "addresses": addresses}
+        write_json(self.folder.meta, redact_data(meta))
+        return SourceSampler(sources, timeout=timeout)
 
     def _handshake(self, url: str) -> None:
         """One WebSocket handshake and close (with the scenario's identity and TLS when it has them)."""
@@ -354,7 +420,7 @@ class _Run:
 
     def _detach_memray(self) -> None:
         """Stop the --pid target's tracking session, so its capture is finalised (never raises)."""
-        if self.memray_session != "attached" or self.target is None:
+        if self.memray_session != "attached" or self.target is None or self.target.pid is None:
             return
         self.memray_session = "detaching"
         try:
@@ -375,7 +441,7 @@ class _Run:
             self.enter("starting")
             url = self._start_target()
             assert self.target is not None
-            self.sampler = TreeSampler(self.target.pid, uss=self.profile.sampling.uss, interval=self.profile.sampling.interval)
+            self.sampler = self._make_sampler()
             self.writer = SampleWriter(self.folder.samples)
             self.driver = LoadDriver(
                 url,
@@ -534,6 +600,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _preflight(profile: Profile) -> None:
     """Checks that need the machine but start nothing: a clear error before any folder is made."""
     target = profile.target
+    local = target.command is not None or target.pid is not None
+    if not profile.sampling.sources_for(local=local):
+        raise UsageError("target.url alone gives nothing to sample: soak neither starts nor sees the server",
+                         hint="add sampling.metrics_url (or --metrics-url), sampling.prometheus or sampling.cgroup, "
+                              "or pass --target/--pid")
+    if profile.sampling.cgroup and "cgroup" in profile.sampling.sources_for(local=local):
+        resolve_cgroup(profile.sampling.cgroup)  # a cgroup that is not there is exit 2
     if target.command is not None:
         program = substitute(target.command[:1], port=None)[0]
         if shutil.which(program) is None and not Path(program).exists():

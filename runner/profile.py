@@ -129,6 +129,36 @@ class SamplingSettings:
     interval: float = 0.5
     #: Also sample USS (reads /proc/PID/smaps; costs more on big processes).
     uss: bool = True
+    #: Where the metrics come from, in order of precedence (see runner.sampling.sources):
+    #: "process", "metrics_url", "prometheus", "cgroup". Empty: the configured ones of the
+    #: last three, else "process" (a started target or --pid).
+    source: tuple[str, ...] = ()
+    #: The server's own Prometheus/OpenMetrics endpoint (http://; may use {port}).
+    metrics_url: str | None = None
+    #: metric (rss, uss, fds, threads, heap) -> series name on metrics_url, e.g. my_rss_bytes or name{label="v"}.
+    metrics: dict[str, str] = field(default_factory=dict)
+    #: A Prometheus server and one PromQL instant query per metric: {url = "http://...", queries = {rss = "..."}}.
+    prometheus: dict[str, Any] | None = None
+    #: A container's cgroup on this host: a folder under /sys/fs/cgroup, or a container id.
+    cgroup: str | None = None
+    #: Longest wait for one source's answer at a sample; None: the sampling interval (at most 2 s).
+    timeout: float | None = None
+
+    @property
+    def remote_sources(self) -> tuple[str, ...]:
+        """The non-process sources the profile configures, in the default order."""
+        configured = {"metrics_url": self.metrics_url, "prometheus": self.prometheus, "cgroup": self.cgroup}
+        return tuple(kind for kind, value in configured.items() if value)
+
+    def sources_for(self, *, local: bool) -> tuple[str, ...]:
+        """The sources a run uses: the profile's list, else the configured remote ones, else process."""
+        if self.source:
+            return self.source
+        return self.remote_sources or (("process",) if local else ())
+
+    @property
+    def read_timeout(self) -> float:
+        return self.timeout if self.timeout is not None else min(max(self.interval, 0.2), 2.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +176,10 @@ class AnalysisSettings:
     alpha: float = 0.05
     #: Fewest closed connections in the analysed window before a verdict other than inconclusive.
     min_cycles: int = 200
+    #: A heap series from metrics_url or prometheus means live heap (objects that survived the
+    #: last collection), so the heap budget applies. None: decided by the series' documented
+    #: meaning (runner.analysis.sources); a heap that counts uncollected garbage gets the RSS budget.
+    metrics_heap_live: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,7 +243,7 @@ class Profile:
             values = {k: v for k, v in values.items() if k in known}
             if section == "target" and values.get("command") is not None:
                 values["command"] = tuple(values["command"])
-            for key in ("subprotocols", "steps"):
+            for key in ("subprotocols", "steps", "source"):
                 if isinstance(values.get(key), list):
                     values[key] = tuple(values[key])
             kwargs[section] = klass(**values)
@@ -393,6 +427,94 @@ def _source_addresses(value: Any, key: str) -> str | tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
+#: Kinds of [sampling] source.
+SOURCE_KINDS = ("process", "metrics_url", "prometheus", "cgroup")
+#: Metrics a metrics_url series or a PromQL query may give.
+SOURCE_METRICS = ("rss", "uss", "fds", "threads", "heap")
+
+
+def _sources(value: Any, key: str) -> tuple[str, ...]:
+    """One source kind or a list of them, each once."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) for v in items):
+        raise ProfileError(f"{key}: expected a source or a list of sources such as [\"metrics_url\"], got {value!r}",
+                           hint=f"sources: {', '.join(SOURCE_KINDS)}")
+    for item in items:
+        if item not in SOURCE_KINDS:
+            match = difflib.get_close_matches(item, list(SOURCE_KINDS), n=1, cutoff=0.5)
+            raise ProfileError(f"{key}: unknown source {item!r}",
+                               hint=f"did you mean {match[0]!r}?" if match else f"sources: {', '.join(SOURCE_KINDS)}")
+    if len(set(items)) != len(items):
+        raise ProfileError(f"{key}: {value!r} names a source twice")
+    return tuple(items)
+
+
+def _http_url(value: Any, key: str, *, placeholders: bool = True) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileError(f"{key}: expected an http:// URL such as \"http://127.0.0.1:{{port}}/metrics\", "
+                           f"got {value!r}")
+    if placeholders:
+        _placeholders(value, key)
+    elif "{" in value:
+        raise ProfileError(f"{key}: {value!r} cannot use placeholders", hint="write the real address")
+    try:
+        parts = urlsplit(value.replace("{port}", "1"))
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ProfileError(f"{key}: {value!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProfileError(f"{key}: {value!r} is not an http:// or https:// URL with a host",
+                           hint="for example http://127.0.0.1:9090")
+    return value
+
+
+def _metric_names(value: Any, key: str) -> dict[str, str]:
+    """[sampling.metrics]: metric -> series selector on metrics_url."""
+    from .sampling.selectors import parse_selector
+
+    if not isinstance(value, dict):
+        raise ProfileError(f"{key}: expected a table such as {{ rss = \"my_rss_bytes\" }}, got {type(value).__name__}")
+    names: dict[str, str] = {}
+    for metric, selector in value.items():
+        if metric not in SOURCE_METRICS:
+            raise ProfileError(f"unknown profile key {key}.{_printable(metric)}",
+                               hint=_closest(metric, list(SOURCE_METRICS)))
+        if not isinstance(selector, str):
+            raise ProfileError(f"{key}.{metric}: expected a series name, got {type(selector).__name__}")
+        try:
+            parse_selector(selector)
+        except ValueError as exc:
+            raise ProfileError(f"{key}.{metric}: {exc}") from None
+        names[metric] = selector
+    return names
+
+
+def _prometheus(value: Any, key: str) -> dict[str, Any] | None:
+    """{url = "http://...", queries = {metric = "PromQL", ...}}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProfileError(f"{key}: expected a table such as "
+                           f"{{ url = \"http://127.0.0.1:9090\", queries = {{ rss = \"...\" }} }}")
+    for name in value:
+        if name not in ("url", "queries"):
+            raise ProfileError(f"unknown profile key {key}.{_printable(name)}", hint=_closest(name, ["url", "queries"]))
+    if "url" not in value:
+        raise ProfileError(f"{key}.url is missing", hint="the Prometheus server's address, e.g. http://127.0.0.1:9090")
+    url = _http_url(value["url"], f"{key}.url", placeholders=False)
+    queries = value.get("queries")
+    if not isinstance(queries, dict) or not queries:
+        raise ProfileError(f"{key}.queries: expected a table of PromQL queries "
+                           f"such as {{ rss = \"process_resident_memory_bytes\" }}")
+    checked: dict[str, str] = {}
+    for metric, query in queries.items():
+        if metric not in SOURCE_METRICS:
+            raise ProfileError(f"unknown profile key {key}.queries.{_printable(metric)}",
+                               hint=_closest(metric, list(SOURCE_METRICS)))
+        checked[metric] = _string(query, f"{key}.queries.{metric}")
+    return {"url": url, "queries": checked}
+
+
 def _scenario_steps(value: Any, key: str) -> tuple[dict[str, Any], ...]:
     from .load.steps import validate_steps  # pure: no Locust, no gevent, no ssl (imported before the gevent patching)
 
@@ -437,13 +559,23 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "worker_timeout": _positive_duration,
     },
     "phases": {"baseline": _duration, "drain": _duration, "cooldown": _duration},
-    "sampling": {"interval": _positive_duration, "uss": _boolean},
+    "sampling": {
+        "interval": _positive_duration,
+        "uss": _boolean,
+        "source": _sources,
+        "metrics_url": _optional(_http_url),
+        "metrics": _metric_names,
+        "prometheus": _prometheus,
+        "cgroup": _optional(_string),
+        "timeout": _optional(_positive_duration),
+    },
     "analysis": {
         "budget_bytes_per_connection": _number(float, minimum=0),
         "rss_budget_bytes_per_connection": _number(float, minimum=0),
         "budget_bytes_per_hour": _optional(_number(float, minimum=0)),
         "alpha": _significance,
         "min_cycles": _number(int, minimum=1),
+        "metrics_heap_live": _optional(_boolean),
     },
     "scenario": {"steps": _scenario_steps, "file": _optional(_string), "function": _string},
     "history": {
@@ -515,9 +647,30 @@ def parse_profile(
     target: TargetSettings = sections["target"]
     target = _complete_target(target)
     sections["target"] = target
+    _check_sampling(target, sections["sampling"])
     _check_echo_only_keys(sections["load"], sections["scenario"])
     _resolve_files(sections, source)
     return Profile(name=name, source=source, **sections)
+
+
+def _check_sampling(target: TargetSettings, sampling: SamplingSettings) -> None:
+    """Cross-key checks of [sampling] sources against [target]."""
+    local = target.command is not None or target.pid is not None
+    configured = set(sampling.remote_sources)
+    for kind in sampling.source:
+        if kind == "process" and not local:
+            raise ProfileError("sampling.source names process but there is no local process to sample",
+                               hint="start one with target.command, pass --pid, "
+                                    "or sample metrics_url, prometheus or cgroup")
+        if kind != "process" and kind not in configured:
+            raise ProfileError(f"sampling.source names {kind} but sampling.{kind} is not set",
+                               hint=f"set sampling.{kind}, or drop it from sampling.source")
+    if sampling.metrics and not sampling.metrics_url:
+        raise ProfileError("sampling.metrics names series but sampling.metrics_url is not set",
+                           hint="set sampling.metrics_url")
+    if sampling.metrics_url and "{port}" in sampling.metrics_url and target.command is None:
+        raise ProfileError("sampling.metrics_url uses {port} but there is no target.command to give it a port",
+                           hint="write the real port in the URL")
 
 
 #: [load] keys the plain echo loop honours and a scenario does not: key -> how a scenario does it.

@@ -62,6 +62,10 @@ SAMPLE_FIELDS = (
     "cpu",  # CPU of the tree since the previous sample, percent of one core
     "procs",  # processes in the tree
 )
+#: Fields a sample taken through [sampling] sources adds (runner.sampling.sources): ``sources``
+#: (metric -> process, metrics_url, prometheus or cgroup), ``series`` (metric -> series name,
+#: PromQL query or cgroup file), ``source_errors`` (source -> why it could not be read; its
+#: values are then null), and a cgroup's ``cgroup_memory`` and ``cgroup_file`` bytes.
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -24,6 +24,14 @@ Schema history (``schema_version``):
         connection), ``chain`` ({type, path, text}: a back-reference path from a module
         global), ``checkpoints``, ``full_checkpoints``, ``thin``, ``notes``. Each site gains
         ``library`` (no user frame on its stack), ``approximate`` and ``meaning`` (a sentence).
+        ``metrics.<name>.source`` (``process``, ``metrics_url``, ``prometheus``, ``cgroup``;
+        ``memray`` for memray's heap, ``runtime`` for a runtime probe's heap and native memory, its
+        series naming the runtime), ``metrics.<name>.series`` (series name, PromQL query or
+        cgroup file; null for psutil), ``metrics.<name>.gaps`` ({samples, gaps, errors, stale,
+        absent}: null values while its source was read; ``errors`` when the source failed,
+        ``stale`` when it answered without a series it had given, ``absent`` without one it
+        never gave; null for psutil), and ``sources`` (per source: reads, errors,
+        reasons = the most frequent error messages with their counts).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 
 from .analysis import Analysis, Verdict
 from .analysis.keepers import keepers_summary
+from .analysis.sources import source_figures
 from .results import RunRecord
 from .analysis.runtime import runtime_sites, runtime_summary
 from .sampling.memray_sites import coverage_note, leak_sites, memray_summary
@@ -91,6 +100,24 @@ def _keepers(record: RunRecord) -> dict[str, Any]:
     """``{"keepers": ...}`` for a run measured in the target, else nothing (the key stays absent)."""
     keepers = keepers_summary((record.memray or {}).get("keepers"), record.samples)
     return {} if keepers is None else {"keepers": keepers}
+def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per analysed metric: where it came from and its gaps; per source: its reads and errors."""
+    origins, sources = source_figures(record.samples)
+    out: dict[str, dict[str, Any]] = {}
+    for name in analysis.metrics:
+        origin = origins.get(name)
+        if name == "heap" and record.memray and (origin is None or origin["source"] == "process"):
+            out[name] = {"source": "memray", "series": None, "gaps": None}
+        elif name in ("heap", "native") and record.runtime and (origin is None or origin["source"] == "process"):
+            out[name] = {"source": "runtime", "series": record.runtime.get("runtime"), "gaps": None}
+        elif origin is None:
+            out[name] = {"source": "process", "series": None, "gaps": None}
+        else:
+            gaps = {"samples": origin["values"] + origin["gaps"],
+                    **{key: origin[key] for key in ("gaps", "errors", "stale", "absent")}}
+            remote = origin["source"] != "process"
+            out[name] = {"source": origin["source"], "series": origin["series"], "gaps": gaps if remote else None}
+    return out, sources
 
 
 def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
@@ -102,6 +129,7 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
     coverage = None
     if record.memray and final is Verdict.LEAK:
         coverage = coverage_note(sites, python_allocators=bool(record.memray.get("python_allocators")))
+    origins, sources = metric_sources(record, analysis)
     return {
         "schema_version": SCHEMA_VERSION,
         "verdict": final.value,
@@ -114,7 +142,8 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "ended_at": run.get("ended_at"),
         "interrupted": bool(run.get("interrupted", False)),
         "complete": record.complete,
-        "metrics": {name: result.to_dict() for name, result in analysis.metrics.items()},
+        "metrics": {name: {**result.to_dict(), **origins.get(name, {})} for name, result in analysis.metrics.items()},
+        "sources": sources,
         "load": load_figures(record),
         "sites": sites,
         "memray": memray_summary(record.memray),

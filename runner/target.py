@@ -17,7 +17,17 @@ import psutil
 from .errors import TargetError, UsageError
 from .watchdog import PRUNE_AT, start_time
 
-__all__ = ["free_port", "port_in_use", "wait_for_port", "substitute", "StartedTarget", "AttachedTarget", "TargetOutcome", "tail"]
+__all__ = [
+    "free_port",
+    "port_in_use",
+    "wait_for_port",
+    "substitute",
+    "StartedTarget",
+    "AttachedTarget",
+    "RemoteTarget",
+    "TargetOutcome",
+    "tail",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -337,6 +347,48 @@ class AttachedTarget:
     def outcome(self) -> TargetOutcome:
         gone = self.poll() is not None
         return TargetOutcome(pid=self.pid, crashed=gone, started_by_runner=False)
+
+
+class RemoteTarget:
+    """A server known only by its URL (in a container, on another host, in a cluster).
+
+    Nothing is started, stopped or watched as a process: its metrics come from the
+    sampling sources, and it is ready when it accepts a WebSocket handshake.
+    """
+
+    pid: int | None = None
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def poll(self) -> int | None:
+        return None
+
+    def remember(self, pids: set[int]) -> None:
+        pass
+
+    def stop(self, grace: float) -> None:
+        pass
+
+    def wait_ready(self, probe, timeout: float, *, cancelled=None) -> None:  # type: ignore[no-untyped-def]
+        """Wait until ``probe()`` (a handshake) succeeds, else fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last_error = "no answer"
+        while not (cancelled is not None and cancelled()):
+            try:
+                probe()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise TargetError(
+                    f"{self.url} did not accept a WebSocket handshake within {timeout:g}s (last error: {last_error})",
+                    hint="check target.url and that the server is up, or raise target.ready_timeout",
+                )
+            time.sleep(0.2)
+
+    def outcome(self) -> TargetOutcome:
+        return TargetOutcome(pid=None, started_by_runner=False)
 
 
 def _describe_exit(code: int) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 from ..profile import AnalysisSettings
 from ..units import format_bytes, format_eta
 from .model import MEMORY_METRICS, METRICS, Analysis, MetricResult, Verdict
+from .sources import HEAP_TIER, heap_tier, metric_origin
 from .stats import Slope, Trend, cycles_to_decide, mann_kendall, theil_sen, thin, trim_warmup
 
 __all__ = [
@@ -105,8 +106,8 @@ def _drain(samples: Sequence[Mapping[str, Any]], name: str) -> _Drain | None:
     return _Drain(baseline=float(np.median(before)), end=float(np.median(tail)), cycles=int(closed))
 
 
-def _budget(name: str, settings: AnalysisSettings) -> float:
-    if name == "heap":
+def _budget(name: str, settings: AnalysisSettings, tier: str = HEAP_TIER) -> float:
+    if name == "heap" and tier == HEAP_TIER:
         return settings.budget_bytes_per_connection
     if name in MEMORY_METRICS:
         return max(settings.budget_bytes_per_connection, settings.rss_budget_bytes_per_connection)
@@ -118,7 +119,9 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
     if series is None:
         return None
     unit = "bytes" if name in MEMORY_METRICS else "count"
-    budget = _budget(name, settings)
+    source, series_name = metric_origin(samples, name)
+    tier, tier_note = heap_tier(source, series_name, settings.metrics_heap_live) if name == "heap" else (None, None)
+    budget = _budget(name, settings, tier or HEAP_TIER)
     drain = _drain(samples, name)
     x, y, t = series.x, series.y, series.t
     total_cycles = int(x[-1] - x[0]) if len(x) else 0
@@ -233,6 +236,8 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
                     f"of its baseline after the drain: growth tied to open connections, not kept per connection"
                 )
 
+    if tier_note:
+        reason += f" ({tier_note})"
     needed = None
     if verdict is Verdict.INCONCLUSIVE:
         needed = cycles_to_decide(fit, limit, cycles)
@@ -267,6 +272,7 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
             "decelerating": decelerating,
             "drain": drain_details,
             "budget_per_hour": settings.budget_bytes_per_hour if unit == "bytes" else None,
+            **({"budget_tier": tier, "budget_tier_reason": tier_note} if tier else {}),
         },
     )
 
@@ -308,7 +314,7 @@ def combine(
     if leaks:
         return Verdict.LEAK, [r.reason for r in leaks] + reasons_first, notes
     unsure = [r for r in results.values() if r.verdict is Verdict.INCONCLUSIVE]
-    if heap is not None and heap.verdict is Verdict.PASS:
+    if heap is not None and heap.verdict is Verdict.PASS and heap.details.get("budget_tier", HEAP_TIER) == HEAP_TIER:
         process = [r for r in unsure if r.name in ("rss", "uss")]
         if process:
             notes.append(

@@ -30,11 +30,15 @@ class RunCommand:
     """
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("profile", nargs="?", metavar="PROFILE", help="TOML load profile (optional when --target or --pid is given)")
+        parser.add_argument("profile", nargs="?", metavar="PROFILE",
+                            help="TOML load profile (optional with --target, --pid, or --url and --metrics-url)")
         target = parser.add_argument_group("target")
         target.add_argument("--target", metavar="CMD", help='command that starts the server; {port} and {python} are substituted, e.g. "{python} -m runner.targets.echo --port {port}"')
         target.add_argument("--url", metavar="URL", help="ws:// or wss:// URL to connect to (default ws://127.0.0.1:{port}/)")
         target.add_argument("--pid", type=int, metavar="PID", help="sample this already running server instead of starting one; a Python server also gets memray, attached with gdb (--no-memray skips it)")
+        target.add_argument("--metrics-url", metavar="URL",
+                            help="the server's Prometheus /metrics page to sample (sampling.metrics_url; may use "
+                                 "{port}); with --url alone, a complete run of a server soak cannot see as a process")
         memray = target.add_mutually_exclusive_group()
         memray.add_argument("--memray", dest="memray", action="store_true", default=None, help="track the Python target's heap with memray")
         memray.add_argument("--no-memray", dest="memray", action="store_false", help="do not use memray")
@@ -56,6 +60,7 @@ class RunCommand:
             "target": {"command": args.target, "url": args.url, "pid": args.pid, "memray": args.memray},
             "load": {"users": args.users, "spawn_rate": args.spawn_rate, "duration": args.duration, "workers": args.workers},
             "history": {"path": args.history},
+            "sampling": {"metrics_url": args.metrics_url},
         }
         profile = load_profile(args.profile, overrides=overrides)
         from ..orchestrator import run_soak  # imports Locust (gevent patching) only when running
