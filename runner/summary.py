@@ -7,6 +7,11 @@ Schema history (``schema_version``):
         baseline, baseline_spread, baseline_runs, budget_per_connection, message}),
         ``fail_on_regression``; or ``database`` and ``error`` when the history was unusable.
         Absent when the history is off (history.record = false).
+    3 - ``stop_reason``: why the steady phase ended ("leak" or "pass": decided early by the
+        looks of runner.analysis.sequential; "max_duration", "duration", "interrupted",
+        "error"); ``decided_after_cycles``: closed steady connections at the deciding look
+        (None when no look decided); ``decision``: the look plan (times, alphas), the looks
+        taken (t, cycles, verdict per tier) and the alpha of the final verdict, or None.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from .sampling.memray_sites import leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def load_figures(record: RunRecord) -> dict[str, Any]:
@@ -80,4 +85,21 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "memray": memray_summary(record.memray),
         "target": target,
         "phases": run.get("phases", []),
+        **_stopping(run),
+    }
+
+
+def _stopping(run: dict[str, Any]) -> dict[str, Any]:
+    """``stop_reason``, ``decided_after_cycles`` and ``decision`` (run folders older than them: derived or None)."""
+    decision = run.get("decision")
+    if isinstance(decision, dict) and decision.get("stop_reason"):
+        reason = decision["stop_reason"]
+    else:
+        failed = "error" if run.get("error") else ("duration" if run else None)
+        reason = "interrupted" if run.get("interrupted") else failed
+    plan = decision if isinstance(decision, dict) and decision.get("plan") else None
+    return {
+        "stop_reason": reason,
+        "decided_after_cycles": plan.get("decided_after_cycles") if plan else None,
+        "decision": plan,
     }

@@ -184,7 +184,7 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
         and late_fit.slope < DECELERATION_RATIO * fit.slope
     )
 
-    level = int(round(100 * (1 - settings.alpha)))
+    level = f"{100 * (1 - settings.alpha):.3g}"
     if hour_budget is not None and hour_budget < budget and settings.budget_bytes_per_hour is not None:
         budget_text = (
             f"per-hour budget {format_bytes(settings.budget_bytes_per_hour)} per hour, "
