@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import Analysis, Verdict, analyse
-from .analysis.sequential import stopping_reason
+from .analysis.sequential import at_look, stopping_reason
 import numpy as np
 from scipy import stats
 
@@ -107,7 +107,7 @@ def evaluate(record: RunRecord, settings: AnalysisSettings | None = None) -> tup
     settings = settings or record.profile.analysis
     decision = record.run.get("decision") or {}
     if isinstance(decision.get("alpha"), (int, float)):
-        settings = replace(settings, alpha=float(decision["alpha"]))
+        settings = at_look(settings, float(decision["alpha"]))
     analysis = analyse(record.samples, settings)
     verdict, reasons = judge(record, analysis)
     if decision.get("plan") and verdict is not Verdict.ERROR:

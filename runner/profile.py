@@ -214,6 +214,10 @@ class AnalysisSettings:
     alpha: float = 0.05
     #: Fewest closed connections in the analysed window before a verdict other than inconclusive.
     min_cycles: int = 200
+    #: Significance of the deceleration check (a cache or warm-up levelling off), ``None``: ``alpha``.
+    #: A run judged at looks analyses at a stricter ``alpha``; this keeps the check that protects a
+    #: levelling server from a false LEAK at the profile's level (not a profile key).
+    deceleration_alpha: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

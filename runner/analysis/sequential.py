@@ -16,10 +16,14 @@ schedule fixed before the run:
   sum of the per-look alphas, ``alpha``, whatever the correlation between looks.
 - Each look is the same analysis as ``soak analyze`` (:func:`runner.analysis.verdict.analyse`)
   with that look's alpha: the trend test, the Theil-Sen interval and the late half's interval
-  all at the stricter level. :func:`decide` is the only decision; the run only calls it.
+  all at the stricter level; only the deceleration check, which protects a levelling server
+  from a false LEAK, stays at the profile's alpha (:func:`at_look`). :func:`decide` is the
+  only decision; the run only calls it.
 
-A look is decided when the analysis says LEAK (a leak is established), or PASS with every
-passing metric's late-half interval within its budget too (the server is not growing now).
+A look is decided when the analysis says LEAK and the run has churned at least
+:data:`MIN_LEAK_CYCLES` connections (a leak is established: a warm-up, a filling cache or a GC
+period had room to level off), or PASS with every passing metric's late-half interval within
+its budget too (the server is not growing now).
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ __all__ = [
     "plan_looks",
     "decide",
     "steady_cycles",
+    "at_look",
     "FIRST_LOOK",
     "LOOK_RATIO",
     "MIN_SPACING",
     "MAX_SPACING",
     "FINAL_SHARE",
+    "MIN_DECISION_SAMPLES",
+    "MIN_LEAK_CYCLES",
     "STOP_REASONS",
     "stopping_reason",
     "replay_looks",
@@ -58,6 +65,15 @@ MIN_SPACING = 5.0
 MAX_SPACING = 600.0
 #: Share of alpha kept for the last planned look; the rest is split over the interim looks.
 FINAL_SHARE = 0.5
+#: Fewest samples a LEAK metric's analysed window needs before a look may stop on it: with
+#: fewer, the late half is too short to show a warm-up or a filling cache slowing down, so
+#: a transient that is still rising would read as a leak (the final verdict has no such floor).
+MIN_DECISION_SAMPLES = 20
+#: Fewest steady connections before a look may stop on LEAK. Within fewer, a warm-up pool, a
+#: cache still filling or a GC period as long as the window is, sample for sample, a leak: the
+#: fixed-window benchmark (bench/detect.py table) measured 91-99% false LEAK for a GC sawtooth
+#: and up to 31% for a filling cache at 1K cycles, and 0-2% on every decoy from 5K cycles on.
+MIN_LEAK_CYCLES = 5_000
 #: Why a steady phase ended: decided early (leak, pass), or its planned length ran out.
 STOP_REASONS = ("leak", "pass", "max_duration", "duration", "interrupted", "error")
 
@@ -129,6 +145,12 @@ def plan_looks(*, max_duration: float, alpha: float, min_duration: float = 0.0) 
     return LookPlan(times=tuple(times), alphas=tuple([interim] * (len(times) - 1) + [alpha * FINAL_SHARE]), alpha=alpha)
 
 
+def at_look(settings: AnalysisSettings, alpha: float) -> AnalysisSettings:
+    """The analysis settings of a look: ``alpha`` for the evidence, the profile's alpha for the
+    deceleration check (a stricter level must not weaken what protects a levelling server)."""
+    return replace(settings, alpha=alpha, deceleration_alpha=settings.deceleration_alpha or settings.alpha)
+
+
 def steady_cycles(samples: Sequence[Mapping[str, Any]]) -> int:
     """Connections closed during the steady phase of ``samples``."""
     closed = [s["closed"] for s in samples if s.get("phase") == "steady" and s.get("closed") is not None]
@@ -163,13 +185,16 @@ def decide(
     every passing metric's late half is within budget as well.
     """
     alpha = plan.alphas[look]
-    analysis = analyse(samples, replace(settings, alpha=alpha))
-    decided = (stop_on_leak and analysis.verdict is Verdict.LEAK) or (
+    analysis = analyse(samples, at_look(settings, alpha))
+    cycles = steady_cycles(samples)
+    leaks = [r for r in analysis.metrics.values() if r.verdict is Verdict.LEAK]
+    leak_shown = cycles >= MIN_LEAK_CYCLES and all(r.samples_used >= MIN_DECISION_SAMPLES for r in leaks)
+    decided = (stop_on_leak and analysis.verdict is Verdict.LEAK and leak_shown) or (
         stop_on_pass and analysis.verdict is Verdict.PASS and _late_within_budget(analysis)
     )
     tiers = {name: result.verdict.value for name, result in analysis.metrics.items()}
     return Decision(
-        look=look, alpha=alpha, analysis=analysis, decided=decided, cycles=steady_cycles(samples), tiers=tiers
+        look=look, alpha=alpha, analysis=analysis, decided=decided, cycles=cycles, tiers=tiers
     )
 
 
