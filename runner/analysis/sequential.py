@@ -65,9 +65,9 @@ MIN_SPACING = 5.0
 MAX_SPACING = 600.0
 #: Share of alpha kept for the last planned look; the rest is split over the interim looks.
 FINAL_SHARE = 0.5
-#: Fewest samples a LEAK metric's analysed window needs before a look may stop on it: with
-#: fewer, the late half is too short to show a warm-up or a filling cache slowing down, so
-#: a transient that is still rising would read as a leak (the final verdict has no such floor).
+#: Fewest samples each deciding metric's analysed window needs before a look may stop on it:
+#: with fewer, the late half is too short to show a warm-up or a filling cache slowing down (a
+#: transient still rising reads as a leak) or a start-up dip levelling off (it reads as a PASS).
 MIN_DECISION_SAMPLES = 20
 #: Fewest steady connections before a look may stop on LEAK. Within fewer, a warm-up pool, a
 #: cache still filling or a GC period as long as the window is, sample for sample, a leak: the
@@ -187,10 +187,11 @@ def decide(
     alpha = plan.alphas[look]
     analysis = analyse(samples, at_look(settings, alpha))
     cycles = steady_cycles(samples)
-    leaks = [r for r in analysis.metrics.values() if r.verdict is Verdict.LEAK]
-    leak_shown = cycles >= MIN_LEAK_CYCLES and all(r.samples_used >= MIN_DECISION_SAMPLES for r in leaks)
-    decided = (stop_on_leak and analysis.verdict is Verdict.LEAK and leak_shown) or (
-        stop_on_pass and analysis.verdict is Verdict.PASS and _late_within_budget(analysis)
+    deciding = [r for r in analysis.metrics.values() if r.verdict is analysis.verdict]
+    enough = bool(deciding) and all(r.samples_used >= MIN_DECISION_SAMPLES for r in deciding)
+    decided = enough and (
+        (stop_on_leak and analysis.verdict is Verdict.LEAK and cycles >= MIN_LEAK_CYCLES)
+        or (stop_on_pass and analysis.verdict is Verdict.PASS and _late_within_budget(analysis))
     )
     tiers = {name: result.verdict.value for name, result in analysis.metrics.items()}
     return Decision(

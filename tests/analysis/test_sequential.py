@@ -11,8 +11,8 @@ from runner.analysis import Verdict
 from runner.analysis.sequential import (
     FIRST_LOOK,
     MAX_SPACING,
-    MIN_SPACING,
     MIN_LEAK_CYCLES,
+    MIN_SPACING,
     decide,
     plan_looks,
     replay_looks,
@@ -36,7 +36,7 @@ def test_the_plan_spends_exactly_alpha_over_looks_ending_at_the_maximum(max_dura
     plan = plan_looks(max_duration=max_duration, alpha=0.05)
     assert math.isclose(sum(plan.alphas), 0.05) and plan.spent(plan.count - 1) <= 0.05
     assert plan.times[0] == FIRST_LOOK and plan.times[-1] == max_duration
-    gaps = [b - a for a, b in zip(plan.times, plan.times[1:])]
+    gaps = [b - a for a, b in zip(plan.times, plan.times[1:], strict=False)]
     assert all(0 < g <= MAX_SPACING + MIN_SPACING for g in gaps)
     assert plan.alphas[-1] == pytest.approx(0.025)  # half kept for the last look
     assert len(set(plan.alphas[:-1])) <= 1  # interim looks share the rest evenly
@@ -97,10 +97,12 @@ def test_stop_on_pass_off_keeps_looking_and_stop_on_leak_off_never_stops_on_leak
 
 def test_the_stopping_reason_names_the_look_and_the_alpha():
     plan = plan_looks(max_duration=120, alpha=0.05)
-    decision = {"stop_reason": "leak", "alpha": plan.alphas[3], "look": 3, "decided_after_cycles": 12_345, "plan": plan.to_dict()}
+    decision = {"stop_reason": "leak", "alpha": plan.alphas[3], "look": 3, "decided_after_cycles": 12_345,
+                "plan": plan.to_dict()}
     text = stopping_reason(decision, Verdict.LEAK)
     assert text is not None and "decided after 12,345 connections at look 4 of" in text and "alpha 0.0" in text
-    undecided = stopping_reason(dict(decision, stop_reason="max_duration", decided_after_cycles=None), Verdict.INCONCLUSIVE)
+    at_max = dict(decision, stop_reason="max_duration", decided_after_cycles=None)
+    undecided = stopping_reason(at_max, Verdict.INCONCLUSIVE)
     assert undecided is not None and "no verdict was certain by load.max_duration" in undecided
 
 
