@@ -26,10 +26,14 @@ from .results import RunFolder, read_samples
 from .sampling.memray_capture import MemrayFiles
 from .sampling.memray_sites import join_heap, tree_processes
 
-__all__ = ["Looks", "HEAP_READ_TIMEOUT"]
+__all__ = ["Looks", "HEAP_READ_TIMEOUT", "MAX_LIVE_CAPTURE_BYTES"]
 
 #: Longest wait for the child process that reads the heap so far out of a memray capture.
 HEAP_READ_TIMEOUT = 300.0
+#: Largest capture a look reads the heap from (memray writes ~1 MB per 1,000 connections and a
+#: read costs ~0.1-0.3 s per MB of one core): beyond it the looks go on with psutil's tiers and
+#: no early PASS; the final verdict still reads the whole capture.
+MAX_LIVE_CAPTURE_BYTES = 256_000_000
 
 
 class Looks:
@@ -89,6 +93,12 @@ class Looks:
             return samples, True
         if tree_processes(samples) > 1:
             return samples, True  # the final analysis leaves the heap out too (memray follows one process)
+        if files.capture.stat().st_size > MAX_LIVE_CAPTURE_BYTES:
+            if not self._heap_note:
+                self._heap_note = True
+                self._note(f"memray's capture passed {MAX_LIVE_CAPTURE_BYTES / 1e6:.0f} MB: later looks judge "
+                           "psutil's tiers only and cannot stop on PASS (the final verdict reads the whole capture)")
+            return samples, False
         argv = [sys.executable, "-m", "runner.sampling.memray_capture", "heap", str(files.capture),
                 str(files.checkpoints)]
         try:

@@ -48,7 +48,8 @@ def test_summary_says_why_the_steady_phase_stopped():
     fixed = build_summary(_record({"phases": PHASES, "decision": {"stop_reason": "duration"}}),
                           analyse(record.samples, record.profile.analysis))
     assert fixed["stop_reason"] == "duration" and fixed["decided_after_cycles"] is None and fixed["decision"] is None
-    older = build_summary(_record({"phases": PHASES, "interrupted": True}), analyse(record.samples, record.profile.analysis))
+    analysis = analyse(record.samples, record.profile.analysis)
+    older = build_summary(_record({"phases": PHASES, "interrupted": True}), analysis)
     assert older["stop_reason"] == "interrupted"
 
 
@@ -62,7 +63,8 @@ def test_the_terminal_shows_the_running_verdict_per_tier_and_the_decision():
     progress.look(decided, plan.count)
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith(f"look 1/{plan.count}: undecided (leak) - ") and "rss leak" in lines[0]
-    assert lines[1] == format_running(progress.running or {}) and lines[1].startswith("decided after 20,000 connections: LEAK")
+    assert lines[1] == format_running(progress.running or {})
+    assert lines[1].startswith("decided after 20,000 connections: LEAK")
 
 
 def record_settings():
