@@ -25,7 +25,7 @@ soak: $(STAMP) ## soak the bundled clean target (PROFILE=profiles/x.toml for ano
 soak-leaky: $(STAMP) ## soak the bundled leaky target: must end LEAK (exit 1)
 	-$(BIN)/soak run profiles/leaky.toml
 
-soak-release: $(STAMP) ## the release check (~22 min, profiles/release.toml; TARGET="cmd --port {port}" for your server)
+soak-release: $(STAMP) ## the release check (until decided, 3-31 min, profiles/release.toml; TARGET="cmd --port {port}" for your server)
 	$(BIN)/soak run profiles/release.toml $(if $(TARGET),--target "$(TARGET)",) $(SOAK_ARGS)
 
 test: $(STAMP) ## run the test suite with coverage of runner/
@@ -40,9 +40,10 @@ test-faults: $(STAMP) ## every fault test (crashes, signals, hangs, exposure; re
 bench-selfsoak: $(STAMP) ## the runner soaked for 30 min, its own RSS judged by its own leak analysis (SELFSOAK_ARGS=...)
 	$(BIN)/python bench/selfsoak.py $(SELFSOAK_ARGS)
 
-bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECORD=1 re-soaks the corpus first, ~25 min)
+bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/, fixed windows and run-until-decided looks (RECORD=1 re-soaks the corpus first, ~30 min)
 	$(if $(RECORD),$(BIN)/python bench/detect.py record,)
 	$(BIN)/python bench/detect.py table $(BENCH_ARGS)
+	$(BIN)/python bench/detect.py looks $(BENCH_ARGS)
 
 bench-report: $(STAMP) ## report generation for a 12-hour run at 0.5 s (86,400 samples): seconds and peak memory
 	$(BIN)/python bench/report_bench.py $(BENCH_ARGS)

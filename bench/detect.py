@@ -3,6 +3,7 @@ plus many cheap replicates made by replaying recorded real series with synthetic
 
     python bench/detect.py record [--only NAME ...]   # end-to-end soaks of bench/targets/corpus.py (~20 min)
     python bench/detect.py table [--replicates N]     # the table, from bench/data/ only (a few minutes)
+    python bench/detect.py looks [--replicates N]     # run until decided: the replay with the runner's looks
 
 ``record`` runs ``soak run`` (real Locust, real psutil, 127.0.0.1 only) once per corpus
 case and keeps a compact copy of each run's samples (plus the server's own traced-heap
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from runner.analysis import Verdict, analyse  # noqa: E402
+from runner.analysis.sequential import plan_looks, replay_looks  # noqa: E402
 from runner.profile import AnalysisSettings  # noqa: E402
 
 __all__ = ["CASES", "Case", "replay_samples", "heap_samples", "main"]
@@ -60,6 +62,7 @@ CASES = [
     Case("clean-b", "--kind clean", "pass", "240s", "clean echo (replay base)"),
     Case("clean-long-a", "--kind clean", "pass", "300s", "clean echo, long (replay base; heap read without a GC)"),
     Case("clean-long-b", "--kind clean", "pass", "300s", "clean echo, long (replay base; heap read without a GC)"),
+    Case("clean-gc-long-a", "--kind clean", "pass", "420s", "clean echo, long, heap after a GC (replay base of run-until-decided)"),
     Case("warmup", "--kind warmup --entries 2000", "pass", "120s", "one-time pool: 8 KB x first 2K connections"),
     Case("cache-25", "--kind cache --bytes 2048 --fill-seconds 30", "pass", "120s", "cache of 2 KB entries, full at 25% of the run"),
     Case("cache-50", "--kind cache --bytes 2048 --fill-seconds 60", "pass", "120s", "cache of 2 KB entries, full at 50% of the run"),
@@ -353,6 +356,134 @@ def _pct(count: int, total: int) -> str:
     return f"{100 * count / total:.0f}%"
 
 
+# --- run until decided: replay with the runner's looks -----------------------------------------
+
+#: Longest replay window per tier (its max_duration is the window's time at the recorded churn).
+LOOK_WINDOWS = {"heap": 10_000, "heap-long": 20_000, "heap-nogc": 20_000, "rss": 10_000}
+LOOK_SIZES = {"heap": (0, 64, 256, 1024, 8192), "heap-long": (0, 64), "heap-nogc": (0, 64, 256, 1024), "rss": (0, 1024, 2048, 8192)}
+#: Recorded clean series with the heap after a full GC and at least ~20K steady cycles.
+LONG_GC_BASES = ("clean-gc-long-a",)
+LOOK_BASES = {**TIER_BASES, "heap-long": (LONG_GC_BASES, "heap")}
+#: The targets the table is read against: (tier, leak bytes, cycles, share decided LEAK within them).
+LOOK_TARGETS = {("heap", 1024): (1_000, 0.95), ("heap-long", 64): (20_000, 0.90), ("heap", 0): (5_000, 0.90)}
+
+
+@dataclass(frozen=True)
+class LookOutcome:
+    """Where a replayed run stopped: its verdict, the cycles and seconds of steady churn, the look."""
+
+    verdict: Verdict
+    decided: bool
+    cycles: int
+    seconds: float
+    looks: int
+    planned: int
+
+
+def run_looks(window: list[dict[str, Any]], settings: AnalysisSettings) -> LookOutcome:
+    """Replay one window as an ``auto`` run whose max_duration is the window's length in time."""
+    span = window[-1]["t"] - window[0]["t"]
+    plan = plan_looks(max_duration=span, alpha=settings.alpha)
+    decisions = replay_looks(window, settings, plan)
+    last = decisions[-1]
+    t_look = plan.times[last.look]
+    return LookOutcome(verdict=last.verdict, decided=last.decided, cycles=last.cycles, seconds=t_look,
+                       looks=len(decisions), planned=plan.count)
+
+
+def _bases(tier: str) -> list[list[dict[str, Any]]]:
+    names, metric = LOOK_BASES[tier]
+    return [b for b in (_series(name, metric) for name in names if (DATA / f"{name}.jsonl").exists()) if b]
+
+
+def looks_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
+    """Detection with the runner's looks: stop rate per verdict, cycles and minutes to the decision."""
+    rng = np.random.default_rng(seed + 2)
+    lines = ["| tier | leak per connection | max cycles (looks) | replicates | decided LEAK | decided PASS | INCONCLUSIVE at max "
+             "| median cycles to decision | median minutes at recorded churn | target |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for tier, sizes in LOOK_SIZES.items():
+        bases = _bases(tier)
+        metric = LOOK_BASES[tier][1]
+        cycles = LOOK_WINDOWS[tier]
+        for size in sizes:
+            outcomes = []
+            for i in range(replicates):
+                window = replay_samples(bases[i % len(bases)], metric=metric, cycles=cycles, start_at_beginning=i // len(bases) % 2 == 0,
+                                        leak_bytes=size, every=1, rng=rng) if bases else None
+                if window is not None:
+                    outcomes.append(run_looks(window, settings))
+            if not outcomes:
+                continue
+            made = len(outcomes)
+            leak = [o for o in outcomes if o.decided and o.verdict is Verdict.LEAK]
+            passed = [o for o in outcomes if o.decided and o.verdict is Verdict.PASS]
+            undecided = made - len(leak) - len(passed)
+            truth = leak if size else passed
+            median = f"{int(np.median([o.cycles for o in truth])):,}" if truth else "-"
+            minutes = f"{np.median([o.seconds for o in truth]) / 60:.1f}" if truth else "-"
+            target = ""
+            if (tier, size) in LOOK_TARGETS:
+                within, share = LOOK_TARGETS[(tier, size)]
+                hit = sum(1 for o in truth if o.cycles <= within) / made
+                target = f"{100 * hit:.0f}% decided within {within:,} (target {100 * share:.0f}%)"
+            looks = max(o.planned for o in outcomes)
+            lines.append(f"| {tier} | {size} B | {cycles:,} ({looks} looks) | {made} | {_pct(len(leak), made)} | "
+                         f"{_pct(len(passed), made)} | {_pct(undecided, made)} | {median} | {minutes} | {target} |")
+    return lines
+
+
+def looks_decoy_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
+    """False LEAK over all looks of the benign decoys, each scaled to the whole window (its max_duration)."""
+    rng = np.random.default_rng(seed + 3)
+    lines = ["| decoy | tier | max cycles | replicates | false LEAK (over all looks) | decided PASS | INCONCLUSIVE at max |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for decoy, shape in _decoy_shapes().items():
+        for tier in ("heap", "rss"):
+            bases = _bases(tier)
+            metric = LOOK_BASES[tier][1]
+            cycles = LOOK_WINDOWS[tier]
+            outcomes = []
+            for i in range(replicates):
+                window = replay_samples(bases[i % len(bases)], metric=metric, cycles=cycles, start_at_beginning=i // len(bases) % 2 == 0,
+                                        leak_bytes=0, every=1, rng=rng) if bases else None
+                if window is None:
+                    continue
+                origin = window[0]["closed"]
+                for sample in window:
+                    c = sample["closed"] - origin
+                    sample[metric] += float(shape(c / cycles, c, cycles))
+                outcomes.append(run_looks(window, settings))
+            if outcomes:
+                made = len(outcomes)
+                leak = sum(1 for o in outcomes if o.verdict is Verdict.LEAK)  # stopped on LEAK, or LEAK at max
+                passed = sum(1 for o in outcomes if o.decided and o.verdict is Verdict.PASS)
+                lines.append(f"| {decoy} | {metric} | {cycles:,} | {made} | {_pct(leak, made)} | {_pct(passed, made)} | "
+                             f"{_pct(made - leak - passed, made)} |")
+    return lines
+
+
+def looks_corpus_table(settings: AnalysisSettings) -> list[str]:
+    """Each recorded corpus run replayed as an ``auto`` run (max_duration = its recorded steady phase)."""
+    lines = ["| case | truth | recorded cycles | psutil tiers: stop verdict | at cycles | heap (traced): stop verdict | at cycles |",
+             "| --- | --- | ---: | --- | ---: | --- | ---: |"]
+    for case in CASES + list(EXTRA_RUNS):
+        if not (DATA / f"{case.name}.jsonl").exists():
+            continue
+        cells = []
+        for samples in (load_samples(case.name), heap_samples(case.name)):
+            steady = [s for s in samples if s.get("phase") == "steady"]
+            if len(steady) < 2:
+                cells += ["-", "-"]
+                continue
+            outcome = run_looks(steady, settings)
+            mark = outcome.verdict.value.upper() if outcome.decided else f"{outcome.verdict.value} (at max)"
+            cells += [mark, f"{outcome.cycles:,}"]
+        cycles = load_samples(case.name)[-1]["closed"]
+        lines.append(f"| {case.name} ({case.note}) | {case.truth.upper()} | {cycles:,} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -362,6 +493,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     tab.add_argument("--replicates", type=int, default=50, help="replicates per detection cell (default 50)")
     tab.add_argument("--decoy-replicates", type=int, default=100, help="replicates per decoy cell (default 100)")
     tab.add_argument("--seed", type=int, default=3)
+    lk = sub.add_parser("looks", help="run until decided: replay with the runner's looks, from bench/data/ only")
+    lk.add_argument("--replicates", type=int, default=40, help="replicates per cell (default 40)")
+    lk.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "record":
         chosen = [c for c in CASES if args.only is None or c.name in args.only]
@@ -369,6 +503,16 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 0
     settings = AnalysisSettings()
     started = time.perf_counter()
+    if args.command == "looks":
+        print("## Run until decided: detection (synthetic leak on recorded clean series, the runner's looks)\n")
+        print("\n".join(looks_table(args.replicates, settings, args.seed)))
+        print()
+        print("## Run until decided: the recorded corpus runs replayed with the looks\n")
+        print("\n".join(looks_corpus_table(settings)))
+        print("\n## Run until decided: benign decoys, false LEAK over all looks\n")
+        print("\n".join(looks_decoy_table(args.replicates, settings, args.seed)))
+        print(f"\n(analysis time: {time.perf_counter() - started:.0f} s)")
+        return 0
     print("## End to end (each corpus run once, re-analysed from bench/data/)\n")
     print("\n".join(end_to_end_table(settings)))
     print("\n## Replay: detection rate (synthetic leak added to recorded clean series)\n")

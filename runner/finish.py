@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import Analysis, Verdict, analyse
+from .analysis.sequential import at_look, stopping_reason
 import numpy as np
 from scipy import stats
 
@@ -98,9 +99,21 @@ def _memory_evidence(samples: list[dict[str, Any]], analysis: Analysis, target: 
 
 
 def evaluate(record: RunRecord, settings: AnalysisSettings | None = None) -> tuple[Analysis, dict[str, Any]]:
-    """Analyse a loaded run record; returns the analysis and the summary (pure)."""
-    analysis = analyse(record.samples, settings or record.profile.analysis, runtime=record.runtime_name)
+    """Analyse a loaded run record; returns the analysis and the summary (pure).
+
+    A run judged as it went (run.json's ``decision`` has an ``alpha``) is analysed at the
+    alpha its sequential plan allows at the look where it stopped, and says so in its reasons.
+    """
+    settings = settings or record.profile.analysis
+    decision = record.run.get("decision") or {}
+    if isinstance(decision.get("alpha"), (int, float)):
+        settings = at_look(settings, float(decision["alpha"]))
+    analysis = analyse(record.samples, settings, runtime=record.runtime_name)
     verdict, reasons = judge(record, analysis)
+    if decision.get("plan") and verdict is not Verdict.ERROR:
+        stopped = stopping_reason(decision, verdict)
+        if stopped:
+            reasons = reasons + [stopped]
     return analysis, build_summary(record, analysis, verdict=verdict, reasons=reasons)
 
 

@@ -37,6 +37,7 @@ from .load.counters import latency_summary
 from .load.driver import LoadDriver
 from .load.scenario import ScenarioPlan, build_plan
 from .load.worker import raise_fd_limit
+from .looks import Looks
 from .profile import Profile
 from .progress import Progress
 from .redact import redact_command, redact_data
@@ -151,6 +152,8 @@ class _Run:
         self._memray_wake: Callable[[], None] | None = None
         #: The runtime heap tier (Node inspector, JVM attach) of a garbage-collected target.
         self.runtime = RuntimeTier(folder.path, self._note)
+        #: The steady phase's looks when it is re-judged as it runs (load.duration = "auto", stop_on_leak).
+        self.looks: Looks | None = None
 
     # --- clock and phases ------------------------------------------------------------
 
@@ -471,7 +474,7 @@ class _Run:
                 self.notes.append(f"ramp did not reach {self.profile.load.users} users within {ramp_limit:.0f}s")
             self.enter("steady")
             self.runtime.steady_started()
-            self.wait(self.profile.load.duration)
+            self._steady()
             self.runtime.finish()
             self._drain()
         except _Interrupted:
@@ -515,7 +518,8 @@ class _Run:
             "interrupted": interrupted,
             "error": error,
             "target": outcome,
-            "notes": self.notes,
+            "notes": self.notes + (self.looks.notes if self.looks else []),
+            "decision": self._decision(interrupted, error),
             "samples": self.writer.count if self.writer else 0,
             "runtime": self.runtime.record(),
             "load_generator": {
@@ -525,6 +529,27 @@ class _Run:
                 "source_addresses": list(self.load_plan.source_addresses) if self.load_plan else [],
             },
         }
+
+    def _steady(self) -> None:
+        """Steady churn for load.duration, or until a look decides the verdict (runner.looks)."""
+        if not self.profile.load.looks:
+            self.wait(self.profile.load.duration)
+            return
+        start = self.state.phases[-1]["start"]
+        self.looks = Looks(self.profile, self.folder, clock=lambda: self.now() - start, progress=self.progress)
+        judge = gevent.spawn(self.looks.loop)
+        try:
+            self.wait(self.profile.load.duration, until=self.looks.is_decided)
+        finally:
+            judge.kill(block=False)
+
+    def _decision(self, interrupted: bool, error: dict[str, Any] | None) -> dict[str, Any]:
+        """run.json's ``decision``: why the steady phase ended (and, with looks, the alpha of the final verdict)."""
+        if interrupted or error:
+            reason = "interrupted" if interrupted else "error"
+        else:
+            reason = self.looks.stop_reason() if self.looks else "duration"
+        return self.looks.record(reason) if self.looks is not None else {"stop_reason": reason}
 
     def _drain(self, *, allow_interrupt: bool = True, quick: bool = False) -> None:
         """Stop the users, wait for their connections to close, then idle through the cooldown."""

@@ -32,6 +32,7 @@ __all__ = [
     "load_profile",
     "parse_profile",
     "PLACEHOLDERS",
+    "AUTO",
 ]
 
 #: Placeholders a target command or URL may use.
@@ -77,7 +78,18 @@ class LoadSettings:
 
     users: int = 200
     spawn_rate: float = 100.0
+    #: Length of the steady churn phase; with ``duration = "auto"`` this is ``max_duration``
+    #: and :attr:`until_decided` is set.
     duration: float = 120.0
+    #: ``duration = "auto"``: the steady phase ends as soon as the verdict is decided
+    #: (runner.analysis.sequential), at ``max_duration`` at the latest.
+    until_decided: bool = False
+    #: Longest steady phase of an ``auto`` run: it then stops with what it has.
+    max_duration: float = 1800.0
+    #: No early stop before this much steady churn (a server known to warm up for a while).
+    min_duration: float = 0.0
+    #: Stop the steady phase as soon as a leak is established; ``None``: on for ``auto``, off otherwise.
+    stop_on_leak: bool | None = None
     workers: int = 0
     messages: int = 2
     message_bytes: int = 64
@@ -111,6 +123,18 @@ class LoadSettings:
     master_port: int = 0
     #: Longest wait for every expected worker to connect before the run fails.
     worker_timeout: float = 60.0
+
+    @property
+    def looks(self) -> bool:
+        """True when the steady phase is re-judged as it runs (``auto``, or a fixed run with stop_on_leak)."""
+        return self.until_decided or bool(self.stop_on_leak)
+
+    @property
+    def planned(self) -> str:
+        """The steady phase as a profile writes it: ``auto (at most 30m)`` or ``2m``."""
+        if self.until_decided:
+            return f"auto (at most {format_duration(self.max_duration)})"
+        return format_duration(self.duration)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +204,10 @@ class AnalysisSettings:
     #: last collection), so the heap budget applies. None: decided by the series' documented
     #: meaning (runner.analysis.sources); a heap that counts uncollected garbage gets the RSS budget.
     metrics_heap_live: bool | None = None
+    #: Significance of the deceleration check (a cache or warm-up levelling off), ``None``: ``alpha``.
+    #: A run judged at looks analyses at a stricter ``alpha``; this keeps the check that protects a
+    #: levelling server from a false LEAK at the profile's level (not a profile key).
+    deceleration_alpha: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +342,21 @@ def _positive_duration(value: Any, key: str) -> float:
     if seconds <= 0:
         raise ProfileError(f"{key}: must be longer than zero, got {value!r}")
     return seconds
+
+
+#: The word that makes load.duration "run until decided".
+AUTO = "auto"
+
+
+def _steady_duration(value: Any, key: str) -> float | str:
+    """A positive duration, or ``"auto"`` (run until the verdict is decided)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return _positive_duration(value, key)
+    except ProfileError as exc:
+        hint = exc.hint or 'write a duration such as 10m, or "auto" to stop once decided'
+        raise ProfileError(f"{exc.message}, or \"auto\"", hint=hint) from None
 
 
 def _placeholders(text: str, key: str) -> set[str]:
@@ -538,7 +581,10 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     "load": {
         "users": _number(int, minimum=1),
         "spawn_rate": _number(float, minimum=0, exclusive=True),
-        "duration": _positive_duration,
+        "duration": _steady_duration,
+        "max_duration": _positive_duration,
+        "min_duration": _duration,
+        "stop_on_leak": _optional(_boolean),
         "workers": _number(int, minimum=0),
         "messages": _number(int, minimum=0),
         "message_bytes": _number(int, minimum=0),
@@ -648,6 +694,7 @@ def parse_profile(
     target = _complete_target(target)
     sections["target"] = target
     _check_sampling(target, sections["sampling"])
+    sections["load"] = _resolve_duration(sections["load"])
     _check_echo_only_keys(sections["load"], sections["scenario"])
     _resolve_files(sections, source)
     return Profile(name=name, source=source, **sections)
@@ -678,6 +725,22 @@ _ECHO_ONLY_KEYS = {
     "connections_per_user": "open the extra connections in a scenario file",
     "drop_fraction": "end connections without a close handshake in a scenario file (conn.abort())",
 }
+
+
+def _resolve_duration(load: LoadSettings) -> LoadSettings:
+    """``duration = "auto"`` becomes ``until_decided`` with ``max_duration`` as the planned length."""
+    from dataclasses import replace
+
+    if load.duration != AUTO:
+        return replace(load, stop_on_leak=bool(load.stop_on_leak))
+    if load.min_duration >= load.max_duration:
+        raise ProfileError(
+            f"load.min_duration ({format_duration(load.min_duration)}) must be shorter than load.max_duration "
+            f"({format_duration(load.max_duration)})",
+            hint="raise load.max_duration or lower load.min_duration",
+        )
+    stop_on_leak = True if load.stop_on_leak is None else load.stop_on_leak
+    return replace(load, duration=load.max_duration, until_decided=True, stop_on_leak=stop_on_leak)
 
 
 def _check_echo_only_keys(load: LoadSettings, scenario: ScenarioSettings) -> None:

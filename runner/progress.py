@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from .units import format_bytes
 
-__all__ = ["Progress", "format_bytes", "format_state", "slope_so_far", "SLOPE_POINTS", "SLOPE_EVERY"]
+__all__ = ["Progress", "format_state", "format_running", "slope_so_far", "SLOPE_POINTS", "SLOPE_EVERY"]
 
 #: Most points the slope-so-far fit uses (Theil-Sen is quadratic in the points).
 SLOPE_POINTS = 300
@@ -66,6 +66,16 @@ def format_state(state: dict[str, Any], slope: float | None = None) -> str:
     return "  ".join(p for p in parts if p)
 
 
+def format_running(running: dict[str, Any]) -> str:
+    """The running verdict of the latest look, per tier (pure): ``look 3/24: heap pass, rss inconclusive``."""
+    tiers = ", ".join(f"{name} {verdict}" for name, verdict in running.get("tiers", {}).items()) or "no tier yet"
+    if running.get("decided"):
+        head = f"decided after {running.get('cycles', 0):,} connections: {str(running.get('verdict', '?')).upper()}"
+    else:
+        head = f"look {running.get('look')}/{running.get('looks')}: undecided ({running.get('verdict')})"
+    return f"{head} - {tiers}"
+
+
 class Progress:
     """Receives the run's state once a second and shows it without flooding a log.
 
@@ -79,6 +89,8 @@ class Progress:
         self.every = every
         self.quiet = quiet
         self.slope: float | None = None
+        #: The latest look of a run judged as it goes: its verdict per tier, and whether it decided.
+        self.running: dict[str, Any] | None = None
         self._points: list[tuple[float, float]] = []
         self._last_fit: float | None = None  # monotonic time of the last fit / line (None: never)
         self._last_line: float | None = None
@@ -109,6 +121,19 @@ class Progress:
         if self._last_fit is None or now - self._last_fit >= SLOPE_EVERY:
             self._last_fit = now
             self.slope = slope_so_far(self._points)
+
+    def look(self, decision: Any, looks: int) -> None:
+        """The verdict of a look (a :class:`runner.analysis.sequential.Decision`) for the panel and the log."""
+        self.running = {
+            "look": decision.look + 1,
+            "looks": looks,
+            "verdict": decision.verdict.value,
+            "tiers": dict(decision.tiers),
+            "decided": decision.decided,
+            "cycles": decision.cycles,
+        }
+        if not self.quiet and self._live is None:
+            print(format_running(self.running), file=self.stream, flush=True)
 
     def update(self, state: dict[str, Any]) -> None:
         """The current state: phase, elapsed, remaining, open, closed, rate, errors, rss."""
@@ -143,6 +168,8 @@ class Progress:
             f"slope so far {format_bytes(self.slope)}/conn" if self.slope is not None else "slope so far: collecting",
             "",
         )
+        if self.running is not None:
+            table.add_row(f"[bold]{format_running(self.running)}[/]", "", "", "")
         return table
 
     def close(self) -> None:

@@ -32,6 +32,11 @@ Schema history (``schema_version``):
         ``stale`` when it answered without a series it had given, ``absent`` without one it
         never gave; null for psutil), and ``sources`` (per source: reads, errors,
         reasons = the most frequent error messages with their counts).
+        ``stop_reason``: why the steady phase ended ("leak" or "pass": decided early by the
+        looks of runner.analysis.sequential; "max_duration", "duration", "interrupted",
+        "error"); ``decided_after_cycles``: closed steady connections at the deciding look
+        (None when no look decided); ``decision``: the look plan (times, alphas), the looks
+        taken (t, cycles, verdict per tier) and the alpha of the final verdict, or None.
 """
 
 from __future__ import annotations
@@ -151,4 +156,21 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         **_keepers(record),
         "target": target,
         "phases": run.get("phases", []),
+        **_stopping(run),
+    }
+
+
+def _stopping(run: dict[str, Any]) -> dict[str, Any]:
+    """``stop_reason``, ``decided_after_cycles`` and ``decision`` (run folders older than them: derived or None)."""
+    decision = run.get("decision")
+    if isinstance(decision, dict) and decision.get("stop_reason"):
+        reason = decision["stop_reason"]
+    else:
+        failed = "error" if run.get("error") else ("duration" if run else None)
+        reason = "interrupted" if run.get("interrupted") else failed
+    plan = decision if isinstance(decision, dict) and decision.get("plan") else None
+    return {
+        "stop_reason": reason,
+        "decided_after_cycles": plan.get("decided_after_cycles") if plan else None,
+        "decision": plan,
     }

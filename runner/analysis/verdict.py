@@ -164,14 +164,20 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
     # materially slower). A leak keeps
     # its pace (this happens to it by chance about alpha/2 of the time, costing a LEAK an
     # INCONCLUSIVE, never a PASS); a warm-up or a filling cache bends over.
+    # The check protects a levelling server: at a stricter alpha (a look) it must not get weaker.
+    slowing_fit = late_fit
+    slow_alpha = settings.deceleration_alpha
+    if late_fit is not None and late_trend is not None and slow_alpha is not None and slow_alpha != settings.alpha:
+        slowing_fit = theil_sen(xw[late], yw[late], alpha=slow_alpha, variance_factor=late_trend.variance_factor)
     decelerating = bool(
         late_fit is not None
+        and slowing_fit is not None
         and fit.slope > 0
-        and late_fit.high < fit.slope
+        and slowing_fit.high < fit.slope
         and late_fit.slope < DECELERATION_RATIO * fit.slope
     )
 
-    level = int(round(100 * (1 - settings.alpha)))
+    level = f"{100 * (1 - settings.alpha):.3g}"
     if hour_budget is not None and hour_budget < budget and settings.budget_bytes_per_hour is not None:
         budget_text = (
             f"per-hour budget {format_bytes(settings.budget_bytes_per_hour)} per hour, "

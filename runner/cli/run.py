@@ -11,12 +11,13 @@ import argparse
 from pathlib import Path
 
 from ..analysis.keepers import keeper_lines
-from ..profile import load_profile
+from ..profile import AUTO, load_profile
 from ..units import parse_duration
 
 
 def _duration(text: str) -> str:
-    parse_duration(text, key="duration")  # fail early with the profile's own message
+    if text.strip().lower() != AUTO:
+        parse_duration(text, key="duration")  # fail early with the profile's own message
     return text
 
 
@@ -45,7 +46,10 @@ class RunCommand:
         load = parser.add_argument_group("load")
         load.add_argument("--users", metavar="N", help="concurrent users at steady state (each holds load.connections_per_user connections, 1 by default)")
         load.add_argument("--spawn-rate", metavar="R", help="users started per second")
-        load.add_argument("--duration", metavar="DUR", help="length of the steady churn phase, e.g. 90s, 10m, 8h")
+        load.add_argument("--duration", metavar="DUR", help=(
+            'length of the steady churn phase, e.g. 90s, 10m, 8h, or "auto": stop once the verdict is decided '
+            "(at most load.max_duration)"
+        ))
         load.add_argument("--workers", metavar="K", help="Locust worker processes (0 = in-process)")
         output = parser.add_argument_group("output")
         output.add_argument("--out", metavar="DIR", type=Path, help="run folder (default reports/<UTC time>-<profile>/)")

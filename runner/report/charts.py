@@ -41,6 +41,7 @@ __all__ = [
     "resources_chart",
     "trend_chart",
     "all_charts",
+    "DECISION_MARK",
 ]
 
 #: Buckets per series after decimation (two points each: the bucket's min and max).
@@ -246,6 +247,9 @@ def _shade_phases(ax: Any, phases: Iterable[Mapping[str, Any]], end: float, divi
         start = phase.get("start")
         if start is None:
             continue
+        if phase.get("name") == DECISION_MARK:
+            _mark_decision(ax, start / divisor)
+            continue
         stop: float = phase["end"] if phase.get("end") is not None else end
         ax.axvspan(start / divisor, stop / divisor, color=PHASE_COLOURS.get(phase.get("name", ""), "#ffffff"), lw=0, zorder=0)
         middle = (max(start, begin) + min(stop, end)) / 2
@@ -253,6 +257,33 @@ def _shade_phases(ax: Any, phases: Iterable[Mapping[str, Any]], end: float, divi
         if label and wide_enough and phase.get("name") not in ("starting", "steady"):
             ax.text(middle / divisor, 1.0, str(phase.get("name")), transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=7, color="#666666")
+
+
+#: Name of the pseudo-phase :func:`all_charts` adds at the look that decided the verdict.
+DECISION_MARK = "decided"
+
+
+def _mark_decision(ax: Any, x: float) -> None:
+    """A vertical line where the looks decided the verdict and the steady phase stopped."""
+    ax.axvline(x, color="#d62728", ls="--", lw=1.0, zorder=3)
+    ax.text(x, 0.98, " decided", transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=7, color="#d62728")
+
+
+def _decision_points(samples: "Columns", phases: Sequence[Mapping[str, Any]],
+                     decision: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """(seconds since start, connections closed) of the deciding look, or None when no look decided."""
+    if not decision or decision.get("stop_reason") not in ("leak", "pass"):
+        return None
+    if decision.get("decided_after_cycles") is None:
+        return None
+    steady = next((p for p in phases if p.get("name") == "steady" and p.get("start") is not None), None)
+    looks = decision.get("looks") or []
+    if steady is None or not looks or looks[-1].get("t") is None:
+        return None
+    in_steady = samples.phase == "steady" if len(samples) else np.zeros(0, dtype=bool)
+    closed = _column(samples, "closed")[in_steady]
+    first = float(closed[0]) if len(closed) else 0.0
+    return float(steady["start"]) + float(looks[-1]["t"]), first + float(decision["decided_after_cycles"])
 
 
 def _time_axis(ax: Any, label: str) -> None:
@@ -288,7 +319,8 @@ def memory_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Seque
     return _svg(fig, "memory")
 
 
-def slope_chart(samples: "Sequence[Mapping[str, Any]] | Columns", metrics: Mapping[str, Mapping[str, Any]]) -> str | None:
+def slope_chart(samples: "Sequence[Mapping[str, Any]] | Columns", metrics: Mapping[str, Mapping[str, Any]], *,
+                decided_at: float | None = None) -> str | None:
     """Each memory metric against cumulative closed connections, with the fitted slope and its CI band.
 
     The band is the pair of lines through the fit's pivot (the median point of the
@@ -333,6 +365,8 @@ def slope_chart(samples: "Sequence[Mapping[str, Any]] | Columns", metrics: Mappi
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_xlabel("connections closed")
         ax.grid(alpha=0.3)
+        if decided_at is not None:
+            _mark_decision(ax, decided_at)
         ax.legend(loc="upper left", fontsize=7)
     return _svg(fig, "slope")
 
@@ -466,12 +500,20 @@ def trend_chart(runs: Sequence[Mapping[str, Any]], metric_names: Sequence[str] =
 
 
 def all_charts(samples: Sequence[Mapping[str, Any]], phases: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]],
-               trend_runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, str | None]:
-    """Every chart of the report, by name (``None`` where the data is missing)."""
+               trend_runs: Sequence[Mapping[str, Any]] = (),
+               decision: Mapping[str, Any] | None = None) -> dict[str, str | None]:
+    """Every chart of the report, by name (``None`` where the data is missing).
+
+    ``decision`` (summary.json's): a run whose looks decided its verdict gets a vertical line at
+    the deciding look on the time charts and at its connection count on the slope chart.
+    """
     columns = Columns(samples)
+    point = _decision_points(columns, phases, decision)
+    if point is not None:
+        phases = [*phases, {"name": DECISION_MARK, "start": point[0], "end": point[0]}]
     return {
         "memory": memory_chart(columns, phases),
-        "slope": slope_chart(columns, metrics),
+        "slope": slope_chart(columns, metrics, decided_at=point[1] if point else None),
         "connections": connections_chart(columns, phases),
         "latency": latency_chart(columns, phases),
         "resources": resources_chart(columns, phases),

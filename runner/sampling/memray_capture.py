@@ -43,6 +43,7 @@ __all__ = [
     "reduce_capture",
     "read_checkpoints",
     "read_keepers",
+    "read_heap",
     "render_flamegraph",
     "user_frame",
 ]
@@ -253,6 +254,32 @@ def _thin(indices: np.ndarray, most: int) -> np.ndarray:
     return indices[pick]
 
 
+def _heap_at_checkpoints(snapshots: Sequence[Any], walls: Sequence[float]) -> tuple[np.ndarray, list[list[float]]]:
+    """Snapshot indices just after each checkpoint, and the heap there as ``[wall, bytes]``."""
+    snapshot_ms = np.array([s.time for s in snapshots], dtype=float)
+    at = _checkpoint_indices(snapshot_ms, walls)
+    return at, [[round(snapshots[i].time / 1000.0, 3), int(snapshots[i].heap)] for i in at]
+
+
+def read_heap(capture: Path, checkpoints: Path) -> list[list[float]]:
+    """The heap at each GC checkpoint so far, ``[wall, bytes]``, from a capture still being written.
+
+    Only memray's memory snapshots are read (not the allocation records), so a look during
+    the run costs milliseconds per MB of capture; the tail not yet flushed is simply not seen.
+    """
+    import memray
+
+    walls = read_checkpoints(checkpoints)["walls"]
+    if not capture.exists() or not walls:
+        return []
+    reader = memray.FileReader(str(capture), max_memory_records=MAX_MEMORY_RECORDS)
+    try:
+        snapshots = list(reader.get_memory_snapshots())
+    finally:
+        reader.close()
+    return _heap_at_checkpoints(snapshots, walls)[1] if snapshots else []
+
+
 def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
     """Read ``capture`` (finalised or not) and return the reduced record (see module doc)."""
     import memray
@@ -264,11 +291,9 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
     reader = memray.FileReader(str(capture), max_memory_records=MAX_MEMORY_RECORDS)
     try:
         snapshots = list(reader.get_memory_snapshots())
-        snapshot_ms = np.array([s.time for s in snapshots], dtype=float)
-        at = _checkpoint_indices(snapshot_ms, log["walls"])
+        at, heap = _heap_at_checkpoints(snapshots, log["walls"])
         if not log["walls"]:
             notes.append("memray: no GC checkpoints were logged; heap figures include objects awaiting the cyclic GC")
-        heap = [[round(snapshots[i].time / 1000.0, 3), int(snapshots[i].heap)] for i in at]
         points = _thin(at, MAX_POINTS)
         library = _library_prefixes()
         # live bytes per site at each kept point, through a difference array in point space:
@@ -442,3 +467,20 @@ def ensure_reduced(folder: Path, *, flamegraph: bool = True) -> dict[str, Any] |
     write_json(files.reduced, reduced)
     return reduced
 
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m runner.sampling.memray_capture heap CAPTURE CHECKPOINTS``: the heap so far as JSON.
+
+    Run by the run-until-decided looks in a child process, so reading a large capture
+    never holds the runner's GIL while it drives the load.
+    """
+    if len(argv) != 3 or argv[0] != "heap":
+        print("usage: python -m runner.sampling.memray_capture heap CAPTURE CHECKPOINTS", file=sys.stderr)
+        return 2
+    json.dump(read_heap(Path(argv[1]), Path(argv[2])), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
