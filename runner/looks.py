@@ -22,7 +22,7 @@ from .analysis.model import Verdict
 from .analysis.sequential import Decision, LookPlan, decide, plan_looks
 from .profile import Profile
 from .progress import Progress
-from .results import RunFolder, read_samples
+from .results import RunFolder, join_runtime, read_samples
 from .sampling.memray_capture import MemrayFiles
 from .sampling.memray_sites import join_heap, tree_processes
 
@@ -39,8 +39,11 @@ MAX_LIVE_CAPTURE_BYTES = 256_000_000
 class Looks:
     """The looks of one steady phase; :meth:`loop` runs as a greenlet, :meth:`is_decided` ends the wait."""
 
-    def __init__(self, profile: Profile, folder: RunFolder, *, clock: Callable[[], float], progress: Progress) -> None:
+    def __init__(self, profile: Profile, folder: RunFolder, *, clock: Callable[[], float], progress: Progress,
+                 runtime: Callable[[], str | None] = lambda: None) -> None:
         self.profile = profile
+        #: The garbage-collected runtime whose probe reads the heap (runner.sampling.runtimes), if any.
+        self.runtime = runtime
         self.folder = folder
         #: Seconds since the steady phase began.
         self.clock = clock
@@ -70,7 +73,8 @@ class Looks:
                 decision = gevent.get_hub().threadpool.apply(
                     decide,
                     (samples, self.profile.analysis, self.plan, look),
-                    {"stop_on_leak": self.stop_on_leak, "stop_on_pass": self.stop_on_pass and heap_known},
+                    {"stop_on_leak": self.stop_on_leak, "stop_on_pass": self.stop_on_pass and heap_known,
+                     "runtime": self.runtime()},
                 )
             except Exception as exc:  # noqa: BLE001 - a failed look must not end the run
                 self._note(f"look {look + 1} of {self.plan.count} failed ({type(exc).__name__}: {exc}); run goes on")
@@ -90,7 +94,7 @@ class Looks:
         samples = list(read_samples(self.folder.samples)) if self.folder.samples.exists() else []
         files = MemrayFiles(self.folder.path)
         if not files.capture.exists():
-            return samples, True
+            return join_runtime(self.folder, samples, self.runtime())[0], True
         if tree_processes(samples) > 1:
             return samples, True  # the final analysis leaves the heap out too (memray follows one process)
         if files.capture.stat().st_size > MAX_LIVE_CAPTURE_BYTES:

@@ -536,7 +536,8 @@ class _Run:
             self.wait(self.profile.load.duration)
             return
         start = self.state.phases[-1]["start"]
-        self.looks = Looks(self.profile, self.folder, clock=lambda: self.now() - start, progress=self.progress)
+        self.looks = Looks(self.profile, self.folder, clock=lambda: self.now() - start, progress=self.progress,
+                           runtime=lambda: self.runtime.name)
         judge = gevent.spawn(self.looks.loop)
         try:
             self.wait(self.profile.load.duration, until=self.looks.is_decided)

@@ -37,6 +37,7 @@ __all__ = [
     "RunFolder",
     "RunRecord",
     "SampleWriter",
+    "join_runtime",
     "read_samples",
     "write_json",
 ]
@@ -256,14 +257,25 @@ class RunRecord:
             else:
                 samples = join_heap(samples, memray["heap"])
         runtime, runtime_finish = None, _read_optional_json(folder.path / "runtime" / "finish.json")
-        checkpoints = folder.path / "runtime" / "checkpoints.jsonl"
-        if checkpoints.exists() and not (memray and memray.get("heap")):
-            runtime = reduce_checkpoints(_read_jsonl(checkpoints), (run.get("runtime") or {}).get("runtime"))
-            samples = join_heap(samples, runtime["heap"])
-            if runtime["native"]:
-                samples = join_heap(samples, runtime["native"], field="native")
+        if not (memray and memray.get("heap")):
+            samples, runtime = join_runtime(folder, samples, (run.get("runtime") or {}).get("runtime"))
         return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats, memray=memray,
                    runtime=runtime, runtime_finish=runtime_finish)
+
+
+def join_runtime(
+    folder: RunFolder, samples: list[dict[str, Any]], runtime: str | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The samples with a runtime probe's ``heap`` (and ``native``) joined from its checkpoints so far,
+    and the reduced checkpoints (None when no runtime probe ran). Used by the final analysis and the looks."""
+    checkpoints = folder.path / "runtime" / "checkpoints.jsonl"
+    if not checkpoints.exists():
+        return samples, None
+    reduced = reduce_checkpoints(_read_jsonl(checkpoints), runtime)
+    samples = join_heap(samples, reduced["heap"])
+    if reduced["native"]:
+        samples = join_heap(samples, reduced["native"], field="native")
+    return samples, reduced
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -177,6 +177,7 @@ def decide(
     *,
     stop_on_leak: bool = True,
     stop_on_pass: bool = True,
+    runtime: str | None = None,
 ) -> Decision:
     """The verdict on the samples so far at look ``look`` of ``plan``, and whether it is decided (pure).
 
@@ -185,7 +186,7 @@ def decide(
     every passing metric's late half is within budget as well.
     """
     alpha = plan.alphas[look]
-    analysis = analyse(samples, at_look(settings, alpha))
+    analysis = analyse(samples, at_look(settings, alpha), runtime=runtime)
     cycles = steady_cycles(samples)
     deciding = [r for r in analysis.metrics.values() if r.verdict is analysis.verdict]
     enough = bool(deciding) and all(r.samples_used >= MIN_DECISION_SAMPLES for r in deciding)
