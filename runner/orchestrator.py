@@ -435,6 +435,8 @@ class _Run:
                 "workers": self.load_plan.workers if self.load_plan else 0,
                 "remote_workers": self.load_plan.remote_workers if self.load_plan else 0,
                 "source_addresses": list(self.load_plan.source_addresses) if self.load_plan else [],
+                # how the server ended connections during holds and waits (see LoadCounters.endings)
+                "endings": dict(self.driver.counters.endings) if self.driver is not None else {},
             },
         }
 

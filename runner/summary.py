@@ -7,6 +7,10 @@ Schema history (``schema_version``):
         baseline, baseline_spread, baseline_runs, budget_per_connection, message}),
         ``fail_on_regression``; or ``database`` and ``error`` when the history was unusable.
         Absent when the history is off (history.record = false).
+    3 - load: ``server_closes`` (connections the server closed with a close frame while their
+        user held them or waited), ``resets`` (ended by FIN/RST without a close frame), and
+        ``server_endings`` (list of {ending, count}, e.g. "server_close 1011 keepalive ping
+        timeout"); these connections left the open count when the server ended them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from .sampling.memray_sites import leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def load_figures(record: RunRecord) -> dict[str, Any]:
@@ -36,6 +40,7 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         latency[entry["name"]] = {k: entry.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms")}
     total = stats.get("total", {})
     errors = total.get("failures", last.get("errors", 0))
+    endings = (record.run.get("load_generator") or {}).get("endings") or {}
     return {
         "connections_opened": last.get("opened", 0),
         "connections_closed": last.get("closed", 0),
@@ -44,6 +49,12 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         "requests": total.get("requests"),
         "errors": errors,
         "latency_ms": latency,
+        "server_closes": last.get("server_closes", 0),
+        "resets": last.get("resets", 0),
+        "server_endings": [
+            {"ending": key, "count": count}
+            for key, count in sorted(endings.items(), key=lambda kv: -kv[1])
+        ],
         "errors_by_kind": [
             {"name": e.get("name"), "error": e.get("error"), "occurrences": e.get("occurrences")} for e in stats.get("errors", [])
         ],

@@ -54,6 +54,9 @@ class WorkerState:
     opened: int = 0
     closed: int = 0
     errors: int = 0
+    server_closes: int = 0
+    resets: int = 0
+    endings: dict[str, int] = field(default_factory=dict)
     #: The worker's own monotonic clock and cumulative CPU seconds at its last report.
     cpu_clock: float | None = None
     cpu_seconds: float | None = None
@@ -80,6 +83,23 @@ class WorkerCounters:
         return sum(w.errors for w in self.workers.values())
 
     @property
+    def server_closes(self) -> int:
+        return sum(w.server_closes for w in self.workers.values())
+
+    @property
+    def resets(self) -> int:
+        return sum(w.resets for w in self.workers.values())
+
+    @property
+    def endings(self) -> dict[str, int]:
+        """How the server ended connections during holds, summed over the workers."""
+        total: dict[str, int] = {}
+        for worker in self.workers.values():
+            for key, count in worker.endings.items():
+                total[key] = total.get(key, 0) + count
+        return total
+
+    @property
     def open(self) -> int:
         return self.opened - self.closed
 
@@ -89,6 +109,10 @@ class WorkerCounters:
         state.opened = int(report.get("opened", state.opened))
         state.closed = int(report.get("closed", state.closed))
         state.errors = int(report.get("errors", state.errors))
+        state.server_closes = int(report.get("server_closes", state.server_closes))
+        state.resets = int(report.get("resets", state.resets))
+        if isinstance(report.get("endings"), dict):
+            state.endings = {str(k): int(v) for k, v in report["endings"].items()}
         state.cpu_clock = report.get("cpu_clock", state.cpu_clock)
         state.cpu_seconds = report.get("cpu_seconds", state.cpu_seconds)
         state.pid = report.get("pid", state.pid)
@@ -104,7 +128,8 @@ class WorkerCounters:
         return taken
 
     def snapshot(self) -> dict[str, int]:
-        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors}
+        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors,
+                "server_closes": self.server_closes, "resets": self.resets}
 
     def cpu_readings(self) -> dict[str, tuple[float, float]]:
         """Each worker's latest (clock, cumulative CPU seconds) reading."""

@@ -122,6 +122,7 @@ def run_worker(options: WorkerOptions) -> int:
         clock, cpu_seconds = cpu_reading()
         data[REPORT_KEY] = {
             **counters.snapshot(),
+            "endings": dict(counters.endings),
             "lat": sample_latencies(counters.take_latencies()),
             "cpu_clock": clock,
             "cpu_seconds": cpu_seconds,

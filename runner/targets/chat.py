@@ -149,7 +149,7 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    async with serve(handler, args.host, args.port, ssl=context, process_request=process_request, compression=None, max_queue=16, ping_interval=None):
+    async with serve(handler, args.host, args.port, ssl=context, process_request=process_request, compression=None, max_queue=16):
         print(f"listening on {'wss' if context else 'ws'}://{args.host}:{args.port}/", flush=True)
         await stop
 

@@ -77,8 +77,10 @@ def test_worker_counters_sum_and_keep_the_latest_report():
     counters = WorkerCounters()
     counters.update("a", {"opened": 5, "closed": 3, "errors": 1, "lat": {"connect": [1.0, 2.0]}, "cpu_clock": 1.0, "cpu_seconds": 0.5})
     counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "lat": {"connect": [3.0]}})
-    counters.update("a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}})
-    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1}
+    counters.update("a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}, "server_closes": 2, "endings": {"server_close 1001": 2}})
+    counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "resets": 1, "endings": {"server_close 1001": 1, "reset EPIPE": 1}})
+    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1, "server_closes": 2, "resets": 1}
+    assert counters.endings == {"server_close 1001": 3, "reset EPIPE": 1}
     assert counters.take_latencies() == {"connect": [1.0, 2.0, 3.0]}
     assert counters.take_latencies() == {}
     assert counters.cpu_readings() == {"a": (1.0, 0.5)}
