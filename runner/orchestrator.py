@@ -33,7 +33,9 @@ from .load.capacity import LoadPlan, plan_load, read_port_range
 from .load.client import WebSocketClient
 from .load.cpu import SaturationTracker
 from .load.counters import latency_summary
+from .load.distributed import WorkerCounters
 from .load.driver import LoadDriver
+from .load.responsiveness import LoopLag
 from .load.scenario import ScenarioPlan, build_plan
 from .load.worker import raise_fd_limit
 from .profile import Profile
@@ -130,6 +132,8 @@ class _Run:
         self.load_plan: LoadPlan | None = None
         #: Load-generator CPU per process, in windows; a saturated generator is noted.
         self.saturation = SaturationTracker()
+        #: Stalls of this process's gevent loop (the master answers worker heartbeats from it).
+        self.loop_lag = LoopLag()
         #: memray on a --pid target: "attached" once attached here, "detaching" while the detach runs, else None.
         self.memray_session: str | None = None
         self.memray_detached = gevent.event.Event()
@@ -157,6 +161,8 @@ class _Run:
                 raise _TargetDied()
             if self.driver is not None:
                 self.driver.check()
+                for note in self.driver.take_notes():  # a worker lost or silent: the run goes on
+                    self._note(note)
             if until is not None and until():
                 return True
             remaining = deadline - time.monotonic()
@@ -189,7 +195,11 @@ class _Run:
         interval = self.profile.sampling.interval
         next_tick = time.monotonic()
         while True:
-            metrics = self.sampler.sample()
+            started = time.monotonic()
+            # In a thread: reading /proc for a tree of processes that hold tens of thousands of
+            # sockets takes long enough to stall this loop, which answers the workers' heartbeats.
+            metrics = gevent.get_hub().threadpool.apply(self.sampler.sample)
+            sample_seconds = time.monotonic() - started
             counters = self.driver.counters if self.driver else None
             sample = {
                 "t": round(self.now(), 3),
@@ -207,6 +217,11 @@ class _Run:
                 for process, (clock, cpu_seconds) in self.driver.generator_cpu().items():
                     self.saturation.feed(process, clock, cpu_seconds, self.state.phase)
                 sample["load_cpu"] = self.saturation.current  # busiest load process, % of one core
+            sample["loop_lag"] = self.loop_lag.take()  # longest stall of this loop since the last line (s)
+            if isinstance(counters, WorkerCounters):
+                # the same in the slowest worker, and how late the master's heartbeats reached a worker
+                sample["worker_loop_lag"], sample["heartbeat_lag"] = counters.take_loop_lag()
+            sample["sample_s"] = round(sample_seconds, 3)  # what reading the target's processes took
             self.writer.write(sample)
             self.last_sample = sample
             if self.target is not None:
@@ -376,6 +391,7 @@ class _Run:
                     f"load workers missing after {self.profile.load.worker_timeout:g}s: {self.driver.waiting_for()}",
                     hint="start the remote ones with `soak worker --master HOST:PORT`, or raise load.worker_timeout",
                 )
+            self.loop_lag.start()
             workers.append(gevent.spawn(self._sample_loop))
             workers.append(gevent.spawn(self._progress_loop))
             self.enter("baseline")
@@ -404,6 +420,7 @@ class _Run:
                 self.state.phases[-1]["end"] = round(self.now(), 3)
             for worker in workers:
                 worker.kill(block=True, timeout=5)
+            self.loop_lag.stop()
             if self.driver is not None:
                 self.driver.quit()
                 write_json(self.folder.locust_stats, redact_data(self.driver.stats()))
@@ -432,6 +449,8 @@ class _Run:
             "samples": self.writer.count if self.writer else 0,
             "load_generator": {
                 **self.saturation.to_dict(),
+                **self.loop_lag.to_dict(),
+                "lost_workers": list(self.driver.lost_workers) if self.driver is not None else [],
                 "workers": self.load_plan.workers if self.load_plan else 0,
                 "remote_workers": self.load_plan.remote_workers if self.load_plan else 0,
                 "source_addresses": list(self.load_plan.source_addresses) if self.load_plan else [],

@@ -11,6 +11,8 @@ Schema history (``schema_version``):
         user held them or waited), ``resets`` (ended by FIN/RST without a close frame), and
         ``server_endings`` (list of {ending, count}, e.g. "server_close 1011 keepalive ping
         timeout"); these connections left the open count when the server ended them.
+        ``lost_workers`` (list of {worker, pid, why, open_connections_lost}): load workers that
+        died during the run, which went on with the others; the verdict's reasons say so.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         "requests": total.get("requests"),
         "errors": errors,
         "latency_ms": latency,
+        # load workers that died or went silent; the run went on with the others (see run.json)
+        "lost_workers": list((record.run.get("load_generator") or {}).get("lost_workers") or []),
         "server_closes": last.get("server_closes", 0),
         "resets": last.get("resets", 0),
         "server_endings": [

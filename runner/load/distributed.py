@@ -69,6 +69,10 @@ class WorkerCounters:
 
     workers: dict[str, WorkerState] = field(default_factory=dict)
     _latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: Longest stall of a worker's gevent loop, and longest delay of the master's heartbeats
+    #: seen by a worker, reported since the last take (seconds).
+    _loop_lag: float = 0.0
+    _heartbeat_lag: float = 0.0
 
     @property
     def opened(self) -> int:
@@ -116,6 +120,8 @@ class WorkerCounters:
         state.cpu_clock = report.get("cpu_clock", state.cpu_clock)
         state.cpu_seconds = report.get("cpu_seconds", state.cpu_seconds)
         state.pid = report.get("pid", state.pid)
+        self._loop_lag = max(self._loop_lag, float(report.get("loop_lag") or 0.0))
+        self._heartbeat_lag = max(self._heartbeat_lag, float(report.get("heartbeat_lag") or 0.0))
         for name, values in (report.get("lat") or {}).items():
             bucket = self._latencies.setdefault(name, [])
             room = 20000 - len(bucket)
@@ -125,6 +131,21 @@ class WorkerCounters:
     def take_latencies(self) -> dict[str, list[float]]:
         """The latencies reported since the previous call, by request name."""
         taken, self._latencies = self._latencies, {}
+        return taken
+
+    def lose(self, client_id: str) -> int:
+        """A worker that died: its open connections ended with its process. Returns how many were open."""
+        state = self.workers.get(client_id)
+        if state is None:
+            return 0
+        lost = state.opened - state.closed
+        state.closed = state.opened
+        return lost
+
+    def take_loop_lag(self) -> tuple[float, float]:
+        """The longest worker loop stall and heartbeat delay reported since the previous call."""
+        taken = (round(self._loop_lag, 3), round(self._heartbeat_lag, 3))
+        self._loop_lag = self._heartbeat_lag = 0.0
         return taken
 
     def snapshot(self) -> dict[str, int]:
