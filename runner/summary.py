@@ -13,6 +13,7 @@ Schema history (``schema_version``):
         timeout"); these connections left the open count when the server ended them.
         ``lost_workers`` (list of {worker, pid, why, open_connections_lost}): load workers that
         died during the run, which went on with the others; the verdict's reasons say so.
+        ``ramp`` ({asked_connections, peak_open, behind}, or null when the steady phase was not reached).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         "latency_ms": latency,
         # load workers that died or went silent; the run went on with the others (see run.json)
         "lost_workers": list((record.run.get("load_generator") or {}).get("lost_workers") or []),
+        # asked connections against the most open at once; behind = the ramp never reached 95%
+        "ramp": (record.run.get("load_generator") or {}).get("ramp"),
         "server_closes": last.get("server_closes", 0),
         "resets": last.get("resets", 0),
         "server_endings": [
