@@ -264,7 +264,7 @@ class WebSocketClient:
         if sock is None:
             self.unwatch()
             return
-        if isinstance(sock, ssl.SSLSocket):
+        if self.uri.secure:
             # TLS records may need more than one read: decrypting waits, so not in the hub.
             self._pause_watch()
             gevent.spawn(self._read_tls)
