@@ -41,6 +41,12 @@ def judge(record: RunRecord, analysis: Analysis) -> tuple[Verdict, list[str]]:
             if last:
                 reasons.append(f"the last line of its log: {last[-1][:300]}")
         return Verdict.ERROR, reasons
+    lost = (run.get("load_generator") or {}).get("lost_workers") or []
+    if lost:  # the run degraded instead of dying: judged on what was measured, and marked
+        reasons.append(
+            f"marked: {len(lost)} load worker(s) died during the run (worker {', '.join(str(w.get('worker')) for w in lost)}); "
+            "the verdict is on the samples measured with the remaining load"
+        )
     if not record.complete:
         note = f"the runner stopped before the run finished; {len(record.samples)} samples were analysed"
         if analysis.verdict is Verdict.LEAK:

@@ -30,11 +30,13 @@ import psutil
 
 from .errors import LoadError, SoakError, TargetError, UsageError
 from .finish import finish_run
-from .load.capacity import LoadPlan, plan_load, read_port_range
+from .load.capacity import LoadPlan, cpu_check, is_loopback_host, plan_load, read_port_range
 from .load.client import WebSocketClient
 from .load.cpu import SaturationTracker
 from .load.counters import latency_summary
+from .load.distributed import WorkerCounters
 from .load.driver import LoadDriver
+from .load.responsiveness import LoopLag
 from .load.scenario import ScenarioPlan, build_plan
 from .load.worker import raise_fd_limit
 from .looks import Looks
@@ -73,6 +75,10 @@ class RunResult:
 
 #: Longest wait, after a second Ctrl-C, for a memray detach already under way (gdb takes ~1 s).
 DETACH_WAIT = 10.0
+
+
+#: A ramp that had fewer than this share of the asked connections open at once fell behind.
+RAMP_BEHIND = 0.95
 
 
 class _Interrupted(Exception):
@@ -142,10 +148,16 @@ class _Run:
         self.writer: SampleWriter | None = None
         self.notes: list[str] = list(scenario.notes) if scenario is not None else []
         self.last_sample: dict[str, Any] = {}
+        #: Most connections open at once so far (the ramp is judged against the asked connections).
+        self.peak_open = 0
         #: Processes and source addresses of the load (set by run_soak from the capacity pre-check).
         self.load_plan: LoadPlan | None = None
         #: Load-generator CPU per process, in windows; a saturated generator is noted.
         self.saturation = SaturationTracker()
+        #: Stalls of this process's gevent loop (the master answers worker heartbeats from it).
+        self.loop_lag = LoopLag()
+        #: Asked connections against the most open at once (set at the end of the steady phase).
+        self.ramp: dict[str, Any] | None = None
         #: memray on a --pid target: "attached" once attached here, "detaching" while the detach runs, else None.
         self.memray_session: str | None = None
         self.memray_detached = gevent.event.Event()
@@ -177,6 +189,8 @@ class _Run:
                 raise _TargetDied()
             if self.driver is not None:
                 self.driver.check()
+                for note in self.driver.take_notes():  # a worker lost or silent: the run goes on
+                    self._note(note)
             if until is not None and until():
                 return True
             remaining = deadline - time.monotonic()
@@ -210,7 +224,11 @@ class _Run:
         interval = self.profile.sampling.interval
         next_tick = time.monotonic()
         while True:
-            metrics = self.sampler.sample()
+            started = time.monotonic()
+            # In a thread: reading /proc for a tree of processes that hold tens of thousands of
+            # sockets takes long enough to stall this loop, which answers the workers' heartbeats.
+            metrics = gevent.get_hub().threadpool.apply(self.sampler.sample)
+            sample_seconds = time.monotonic() - started
             counters = self.driver.counters if self.driver else None
             sample = {
                 "t": round(self.now(), 3),
@@ -228,6 +246,11 @@ class _Run:
                 for process, (clock, cpu_seconds) in self.driver.generator_cpu().items():
                     self.saturation.feed(process, clock, cpu_seconds, self.state.phase)
                 sample["load_cpu"] = self.saturation.current  # busiest load process, % of one core
+            sample["loop_lag"] = self.loop_lag.take()  # longest stall of this loop since the last line (s)
+            if isinstance(counters, WorkerCounters):
+                # the same in the slowest worker, and how late the master's heartbeats reached a worker
+                sample["worker_loop_lag"], sample["heartbeat_lag"] = counters.take_loop_lag()
+            sample["sample_s"] = round(sample_seconds, 3)  # what reading the target's processes took
             self.writer.write(sample)
             self.last_sample = sample
             for kind, error in sample.get("source_errors", {}).items():
@@ -235,6 +258,7 @@ class _Run:
                     self._failed_sources.add(kind)
                     self._note(f"sampling: {kind} could not be read ({error}); its values are gaps (null) "
                                "while it fails, counted in the summary")
+            self.peak_open = max(self.peak_open, int(sample.get("open") or 0))
             if self.target is not None:
                 self.target.remember(self.sampler.seen_pids)
             if metrics is None:
@@ -460,6 +484,7 @@ class _Run:
                     f"load workers missing after {self.profile.load.worker_timeout:g}s: {self.driver.waiting_for()}",
                     hint="start the remote ones with `soak worker --master HOST:PORT`, or raise load.worker_timeout",
                 )
+            self.loop_lag.start()
             workers.append(gevent.spawn(self._sample_loop))
             workers.append(gevent.spawn(self._progress_loop))
             self.runtime.start()  # before the load: the heap profiler samples from here on
@@ -476,6 +501,7 @@ class _Run:
             self.runtime.steady_started()
             self._steady()
             self.runtime.finish()
+            self._judge_ramp()
             self._drain()
         except _Interrupted:
             interrupted = True
@@ -494,6 +520,7 @@ class _Run:
             for worker in workers:
                 worker.kill(block=True, timeout=5)
             self.runtime.close()
+            self.loop_lag.stop()
             if self.driver is not None:
                 self.driver.quit()
                 write_json(self.folder.locust_stats, redact_data(self.driver.stats()))
@@ -524,9 +551,14 @@ class _Run:
             "runtime": self.runtime.record(),
             "load_generator": {
                 **self.saturation.to_dict(),
+                **self.loop_lag.to_dict(),
+                "lost_workers": list(self.driver.lost_workers) if self.driver is not None else [],
+                "ramp": self.ramp,
                 "workers": self.load_plan.workers if self.load_plan else 0,
                 "remote_workers": self.load_plan.remote_workers if self.load_plan else 0,
                 "source_addresses": list(self.load_plan.source_addresses) if self.load_plan else [],
+                # how the server ended connections during holds and waits (see LoadCounters.endings)
+                "endings": dict(self.driver.counters.endings) if self.driver is not None else {},
             },
         }
 
@@ -551,6 +583,23 @@ class _Run:
         else:
             reason = self.looks.stop_reason() if self.looks else "duration"
         return self.looks.record(reason) if self.looks is not None else {"stop_reason": reason}
+    def _judge_ramp(self) -> None:
+        """Mark a run whose load never had the asked connections open at once (CPU, a short hold, the server).
+
+        Judged only when users hold their connections (load.hold): without a hold a user is
+        between connections part of the time, and with a think time part of the users are.
+        """
+        load = self.profile.load
+        connections = load.connections_per_user if self.scenario is None else 1
+        asked = int(load.users * connections * (load.hold / (load.hold + load.think) if load.hold else 1.0))
+        behind = bool(load.hold) and self.peak_open < RAMP_BEHIND * asked
+        self.ramp = {"asked_connections": asked, "peak_open": self.peak_open, "behind": behind}
+        if behind:
+            self._note(
+                f"the ramp fell behind: at most {self.peak_open} of the {asked} asked connections were open at once "
+                f"({100.0 * self.peak_open / asked:.0f}%); figures per connection hold, figures of concurrency do not "
+                "(see the pre-check notes, the load_cpu column and the loop_lag columns of samples.jsonl)"
+            )
 
     def _drain(self, *, allow_interrupt: bool = True, quick: bool = False) -> None:
         """Stop the users, wait for their connections to close, then idle through the cooldown."""
@@ -667,6 +716,30 @@ def _plan_load(profile: Profile) -> LoadPlan:
     )
 
 
+def _cpu_notes(profile: Profile, plan: LoadPlan) -> list[str]:
+    """The CPU and memory pre-check (see runner.load.capacity.cpu_check) for this machine, now."""
+    from urllib.parse import urlsplit
+
+    load = profile.load
+    url = (profile.target.url or "ws://127.0.0.1/").replace("{port}", "1")
+    try:
+        load_average: float | None = os.getloadavg()[0]
+    except OSError:
+        load_average = None
+    return cpu_check(
+        plan,
+        connections_per_user=load.connections_per_user,
+        spawn_rate=load.spawn_rate,
+        hold=load.hold,
+        think=load.think,
+        duration=load.duration,
+        cpus=os.cpu_count() or 1,
+        load_average=load_average,
+        target_local=profile.target.command is not None or is_loopback_host(urlsplit(url).hostname or ""),
+        available_memory=psutil.virtual_memory().available,
+    )
+
+
 def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = False, progress: Progress | None = None) -> RunResult:
     """Run one soak end to end and finish its folder (summary.json, report.html)."""
     progress = progress or Progress()
@@ -692,6 +765,9 @@ def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = Fal
     run = _Run(profile, folder, progress, scenario)
     run.load_plan = load_plan
     run.notes.extend(load_plan.notes)
+    for note in _cpu_notes(profile, load_plan):  # before anything starts: what the cores cannot do
+        progress.note(note)
+        run.notes.append(note)
     try:
         run_data = run.execute()
     except SoakError:

@@ -37,6 +37,13 @@ Schema history (``schema_version``):
         "error"); ``decided_after_cycles``: closed steady connections at the deciding look
         (None when no look decided); ``decision``: the look plan (times, alphas), the looks
         taken (t, cycles, verdict per tier) and the alpha of the final verdict, or None.
+        load: ``server_closes`` (connections the server closed with a close frame while their
+        user held them or waited), ``resets`` (ended by FIN/RST without a close frame), and
+        ``server_endings`` (list of {ending, count}, e.g. "server_close 1011 keepalive ping
+        timeout"); these connections left the open count when the server ended them.
+        ``lost_workers`` (list of {worker, pid, why, open_connections_lost}): load workers that
+        died during the run, which went on with the others; the verdict's reasons say so.
+        ``ramp`` ({asked_connections, peak_open, behind}, or null when the steady phase was not reached).
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         latency[entry["name"]] = {k: entry.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms")}
     total = stats.get("total", {})
     errors = total.get("failures", last.get("errors", 0))
+    endings = (record.run.get("load_generator") or {}).get("endings") or {}
     return {
         "connections_opened": last.get("opened", 0),
         "connections_closed": last.get("closed", 0),
@@ -77,6 +85,16 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         "requests": total.get("requests"),
         "errors": errors,
         "latency_ms": latency,
+        # load workers that died or went silent; the run went on with the others (see run.json)
+        "lost_workers": list((record.run.get("load_generator") or {}).get("lost_workers") or []),
+        # asked connections against the most open at once; behind = the ramp never reached 95%
+        "ramp": (record.run.get("load_generator") or {}).get("ramp"),
+        "server_closes": last.get("server_closes", 0),
+        "resets": last.get("resets", 0),
+        "server_endings": [
+            {"ending": key, "count": count}
+            for key, count in sorted(endings.items(), key=lambda kv: -kv[1])
+        ],
         "errors_by_kind": [
             {"name": e.get("name"), "error": e.get("error"), "occurrences": e.get("occurrences")} for e in stats.get("errors", [])
         ],

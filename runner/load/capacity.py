@@ -17,7 +17,10 @@ from typing import Sequence
 
 from ..errors import UsageError
 
-__all__ = ["LoadPlan", "plan_load", "FD_RESERVE", "PORT_HEADROOM", "WORKERS_PER_CPU", "is_loopback_host", "read_port_range"]
+__all__ = [
+    "LoadPlan", "plan_load", "FD_RESERVE", "PORT_HEADROOM", "WORKERS_PER_CPU", "is_loopback_host", "read_port_range",
+    "CpuCosts", "cpu_check",
+]
 
 #: File descriptors a load process needs besides its connections (interpreter, ZeroMQ
 #: to the master, logs, psutil's /proc reads).
@@ -174,3 +177,134 @@ def plan_load(
         per_process=per_process,
         notes=tuple(notes),
     )
+
+
+# --- CPU: can the cores there are ramp and hold what is asked? --------------------------
+
+
+@dataclass(frozen=True)
+class CpuCosts:
+    """CPU milliseconds per event, measured on the 2-core development machine (docs/scale.md).
+
+    Client figures are the Locust path of ``soak run``; server figures are the bundled
+    Python ``websockets`` targets (another server costs more or less, but it shares the
+    cores when it runs on this machine).
+    """
+
+    #: One connect + echo + close cycle of a user (make bench-load: 0.79 ms).
+    cycle_ms: float = 0.8
+    #: One connect (handshake) + echo, in the generator and in the server (6,000 connections at 300/s).
+    connect_ms: float = 0.46
+    server_connect_ms: float = 0.37
+    #: One keepalive ping answered, in the generator and in the server (6,000 held, 20 s pings).
+    pong_ms: float = 0.08
+    server_ping_ms: float = 0.12
+    #: Client memory per held connection: one greenlet per user, or shared by 4 connections.
+    held_kb: float = 15.6
+    held_kb_shared: float = 7.5
+    #: Share of a core a load process can use before it is saturated (cpu.SATURATED_PERCENT).
+    usable_share: float = 0.9
+
+
+def cpu_check(
+    plan: LoadPlan,
+    *,
+    connections_per_user: int,
+    spawn_rate: float,
+    hold: float,
+    think: float,
+    duration: float,
+    cpus: int,
+    load_average: float | None = None,
+    target_local: bool = True,
+    ping_interval: float | None = 20.0,
+    available_memory: int | None = None,
+    costs: CpuCosts = CpuCosts(),
+) -> list[str]:
+    """Sentences saying what the cores cannot do of the asked load, and what to change (empty: it fits).
+
+    Pure arithmetic over the plan, the settings and what the caller read from the machine
+    (CPU count, 1-minute load average, free memory). The figures are estimates from measured
+    per-connection costs, so the result is a warning before the run, not a refusal:
+
+    - **ramp**: connections opened per second (``spawn_rate x connections_per_user``) times the
+      connect cost, in each load process (one core each at most) and on the machine (the
+      target too, when it is local);
+    - **hold**: every connection is closed and reopened once per ``hold + think`` and answers
+      keepalive pings meanwhile; when the cores cannot keep up, the open count stops short of
+      the asked connections (at cycles per second x (hold + think)), however long the ramp;
+    - **memory**: client memory per held connection.
+    """
+    connections = plan.users * connections_per_user
+    if connections <= 0:
+        return []
+    notes: list[str] = []
+    local = plan.workers if plan.distributed else 1  # load processes on this machine
+    remote = plan.remote_workers
+    processes = max(1, local + remote)
+    local_share = local / processes  # of the connections, held by processes on this machine
+    busy = max(0.0, min(float(cpus), load_average or 0.0))
+    free_cores = max(0.25, cpus - busy)
+    hint_workers = "add remote workers (load.remote_workers + soak worker --master HOST:PORT)"
+
+    # ramp: new connections per second, in each load process and on the machine
+    connect_rate = spawn_rate * connections_per_user
+    per_process = connect_rate / processes * costs.connect_ms / 1000.0
+    machine = connect_rate * local_share * costs.connect_ms / 1000.0
+    if target_local:
+        machine += connect_rate * costs.server_connect_ms / 1000.0
+    fastest = connect_rate
+    limits = []
+    if per_process > costs.usable_share:
+        fastest = min(fastest, costs.usable_share / (costs.connect_ms / 1000.0) * processes)
+        limits.append(f"{per_process:.1f} cores per load process (at most {costs.usable_share:g} each)")
+    if machine > free_cores * costs.usable_share:
+        fastest = min(fastest, connect_rate * free_cores * costs.usable_share / machine)
+        limits.append(
+            f"{machine:.1f} cores on this machine{' with the target' if target_local else ''} "
+            f"({cpus} CPUs{f', load average {load_average:.1f}' if load_average else ''})"
+        )
+    if limits:
+        notes.append(
+            f"pre-check: opening {connect_rate:.0f} connections/s needs {' and '.join(limits)}: "
+            f"the ramp will run at about {fastest:.0f}/s, not {connect_rate:.0f}/s - "
+            f"lower load.spawn_rate, {hint_workers}, or run the target on another machine"
+        )
+    ramp_seconds = connections / fastest
+    if ramp_seconds > duration + 60:
+        notes.append(f"pre-check: the ramp of {connections} connections takes about {ramp_seconds:.0f}s, "
+                     f"longer than the {duration:g}s steady phase - raise load.spawn_rate or load.duration")
+
+    # holding: each connection is reopened every hold + think seconds, and answers keepalive pings;
+    # once the cores cannot reopen them that fast, the open count stops at cycles/s x (hold + think)
+    pings = connections / ping_interval if ping_interval else 0.0
+    cycle_seconds = hold + think + costs.cycle_ms / 1000.0
+    churn = connections / cycle_seconds
+    client_ms = churn * costs.cycle_ms + pings * costs.pong_ms  # per second, all load processes
+    server_ms = (churn * (costs.server_connect_ms * 1.5) + pings * costs.server_ping_ms) if target_local else 0.0
+    steady_process = client_ms / processes / 1000.0
+    steady_machine = (client_ms * local_share + server_ms) / 1000.0
+    capacity = min(costs.usable_share / steady_process if steady_process else float("inf"),
+                   free_cores * costs.usable_share / steady_machine if steady_machine else float("inf"))
+    if hold > 0 and capacity < 1.0:  # without a hold, churning as fast as the cores allow is the point
+        held = int(connections * capacity)
+        notes.append(
+            f"pre-check: holding {connections} connections for {hold + think:g}s each means {churn:.0f} cycles/s"
+            + (f" and {pings:.0f} pings/s" if pings else "")
+            + f", about {steady_process:.1f} cores per load process and {steady_machine:.1f} on this machine"
+            + f" ({cpus} CPUs{f', load average {load_average:.1f}' if load_average else ''}): "
+            f"about {held} can be open at once - raise load.hold (or load.think) to "
+            f"{(hold + think) / capacity * 1.2:.0f}s, or {hint_workers}"
+        )
+
+    # memory
+    if available_memory is not None:
+        kb = costs.held_kb_shared if connections_per_user >= 4 else costs.held_kb
+        needed = connections * local_share * kb * 1024
+        if needed > 0.8 * available_memory:
+            notes.append(
+                f"pre-check: {int(connections * local_share)} held connections need about {needed / 1e9:.1f} GB in the "
+                f"load processes ({kb:g} KB each), {available_memory / 1e9:.1f} GB is free - "
+                f"set load.connections_per_user = 4 (one greenlet per 4 connections) or {hint_workers}"
+            )
+    return notes

@@ -54,6 +54,9 @@ class WorkerState:
     opened: int = 0
     closed: int = 0
     errors: int = 0
+    server_closes: int = 0
+    resets: int = 0
+    endings: dict[str, int] = field(default_factory=dict)
     #: The worker's own monotonic clock and cumulative CPU seconds at its last report.
     cpu_clock: float | None = None
     cpu_seconds: float | None = None
@@ -66,6 +69,10 @@ class WorkerCounters:
 
     workers: dict[str, WorkerState] = field(default_factory=dict)
     _latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: Longest stall of a worker's gevent loop, and longest delay of the master's heartbeats
+    #: seen by a worker, reported since the last take (seconds).
+    _loop_lag: float = 0.0
+    _heartbeat_lag: float = 0.0
 
     @property
     def opened(self) -> int:
@@ -80,6 +87,23 @@ class WorkerCounters:
         return sum(w.errors for w in self.workers.values())
 
     @property
+    def server_closes(self) -> int:
+        return sum(w.server_closes for w in self.workers.values())
+
+    @property
+    def resets(self) -> int:
+        return sum(w.resets for w in self.workers.values())
+
+    @property
+    def endings(self) -> dict[str, int]:
+        """How the server ended connections during holds, summed over the workers."""
+        total: dict[str, int] = {}
+        for worker in self.workers.values():
+            for key, count in worker.endings.items():
+                total[key] = total.get(key, 0) + count
+        return total
+
+    @property
     def open(self) -> int:
         return self.opened - self.closed
 
@@ -89,9 +113,15 @@ class WorkerCounters:
         state.opened = int(report.get("opened", state.opened))
         state.closed = int(report.get("closed", state.closed))
         state.errors = int(report.get("errors", state.errors))
+        state.server_closes = int(report.get("server_closes", state.server_closes))
+        state.resets = int(report.get("resets", state.resets))
+        if isinstance(report.get("endings"), dict):
+            state.endings = {str(k): int(v) for k, v in report["endings"].items()}
         state.cpu_clock = report.get("cpu_clock", state.cpu_clock)
         state.cpu_seconds = report.get("cpu_seconds", state.cpu_seconds)
         state.pid = report.get("pid", state.pid)
+        self._loop_lag = max(self._loop_lag, float(report.get("loop_lag") or 0.0))
+        self._heartbeat_lag = max(self._heartbeat_lag, float(report.get("heartbeat_lag") or 0.0))
         for name, values in (report.get("lat") or {}).items():
             bucket = self._latencies.setdefault(name, [])
             room = 20000 - len(bucket)
@@ -103,8 +133,24 @@ class WorkerCounters:
         taken, self._latencies = self._latencies, {}
         return taken
 
+    def lose(self, client_id: str) -> int:
+        """A worker that died: its open connections ended with its process. Returns how many were open."""
+        state = self.workers.get(client_id)
+        if state is None:
+            return 0
+        lost = state.opened - state.closed
+        state.closed = state.opened
+        return lost
+
+    def take_loop_lag(self) -> tuple[float, float]:
+        """The longest worker loop stall and heartbeat delay reported since the previous call."""
+        taken = (round(self._loop_lag, 3), round(self._heartbeat_lag, 3))
+        self._loop_lag = self._heartbeat_lag = 0.0
+        return taken
+
     def snapshot(self) -> dict[str, int]:
-        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors}
+        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors,
+                "server_closes": self.server_closes, "resets": self.resets}
 
     def cpu_readings(self) -> dict[str, tuple[float, float]]:
         """Each worker's latest (clock, cumulative CPU seconds) reading."""

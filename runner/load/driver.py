@@ -24,6 +24,7 @@ from typing import Any, IO
 
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner
+from locust.runners import STATE_MISSING
 from locust.stats import StatsEntry
 
 from ..errors import LoadError
@@ -62,6 +63,11 @@ class LoadDriver:
         self._log_paths: list[Path] = []
         self._ready: set[str] = set()
         self._worker_errors: list[str] = []
+        #: Load workers that died or went silent during the run: the run goes on with the others.
+        self.lost_workers: list[dict[str, Any]] = []
+        self._notes: list[str] = []
+        self._node_pids: dict[int, str] = {}  # worker pid -> Locust node id (from its ready message)
+        self._silent: set[str] = set()
         self.profile_data = profile_data
         self._start_greenlet: gevent.Greenlet | None = None
         self.counters: LoadCounters | WorkerCounters
@@ -107,6 +113,9 @@ class LoadDriver:
             self._worker_errors.append(str(error))
         else:
             self._ready.add(msg.node_id)
+            pid = (msg.data or {}).get("pid")
+            if isinstance(pid, int):
+                self._node_pids[pid] = msg.node_id
 
     def _on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
         report = data.get(REPORT_KEY)
@@ -174,14 +183,44 @@ class LoadDriver:
         if exceptions:
             first = next(iter(exceptions.values()))
             raise LoadError(f"the load generator failed: {first['msg']}", hint="see locust_stats.json for the traceback")
+        self._watch_silent_workers()
+        lost_pids = {w["pid"] for w in self.lost_workers}
         for index, process in enumerate(self._processes):
             code = process.poll()
-            if code is not None:
-                last = _last_line(self._log_paths[index]) if index < len(self._log_paths) else ""
-                raise LoadError(
-                    f"load worker {index + 1} (pid {process.pid}) exited with code {code}" + (f": {last}" if last else ""),
-                    hint=f"see worker-{index + 1}.log in the run folder",
-                )
+            if code is None or process.pid in lost_pids:
+                continue
+            last = _last_line(self._log_paths[index]) if index < len(self._log_paths) else ""
+            why = f"load worker {index + 1} (pid {process.pid}) exited with code {code}" + (f": {last}" if last else "")
+            if not self._lose_worker(index, process.pid, why):
+                raise LoadError(why, hint=f"see worker-{index + 1}.log in the run folder")
+
+    def _watch_silent_workers(self) -> None:
+        """Note a worker whose heartbeats stopped reaching the master (Locust marks it missing)."""
+        if not self.plan.distributed:
+            return
+        for node_id, node in list(self.runner.clients.items()):
+            if node.state == STATE_MISSING and node_id not in self._silent:
+                self._silent.add(node_id)
+                self._notes.append(f"load worker {node_id} went silent (no heartbeat for 3 s); Locust gives its users to the others")
+
+    def _lose_worker(self, index: int, pid: int, why: str) -> bool:
+        """Go on without a dead worker (its connections died with it); False when none is left."""
+        alive = [p for p in self._processes if p.poll() is None]
+        if not alive and not self.plan.remote_workers:
+            return False
+        node_id = self._node_pids.get(pid)
+        lost_open = self.counters.lose(node_id) if isinstance(self.counters, WorkerCounters) and node_id else 0
+        self.lost_workers.append({"worker": index + 1, "pid": pid, "why": why, "open_connections_lost": lost_open})
+        self._notes.append(
+            f"{why}; the run went on with the other workers ({lost_open} of its connections ended with it), "
+            "and its counts up to then are kept"
+        )
+        return True
+
+    def take_notes(self) -> list[str]:
+        """Notes about the load since the previous call (a lost or silent worker)."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def quit(self) -> None:
         """Stop everything, workers included; never raises."""

@@ -425,18 +425,20 @@ class ScenarioPlan:
             else:
                 carry_on = self._run_steps(self.steps, client, fields, recorder)
             if carry_on and self.hold:
-                time.sleep(self.hold)
+                carry_on = _idle(client, self.hold, user.counters)
             if carry_on and client.open:
                 recorder.time("close", client.close)
         finally:
-            client.abort()
-            user.counters.closed += 1
+            if client.ending is None:  # else the server ended it, counted when it happened
+                client.abort()
+                user.counters.closed += 1
 
     def _run_steps(self, steps: tuple[Step, ...], client: WebSocketClient, fields: dict[str, Any], recorder: _Recorder) -> bool:
         """Run steps in order; False when the cycle must end (a failure, or a close step)."""
         for step in steps:
             if isinstance(step, Wait):
-                time.sleep(step.seconds)
+                if not _idle(client, step.seconds, recorder.user.counters):
+                    return False
             elif isinstance(step, Repeat):
                 for i in range(step.times):
                     if not self._run_steps(step.steps, client, {**fields, "i": i}, recorder):
@@ -512,6 +514,16 @@ class ScenarioPlan:
         bug = ScenarioBug(f"the scenario raised {_one_line(exc)} at {_where(exc)}", user_traceback)
         user.environment.events.user_error.fire(user_instance=user, exception=bug, tb=_user_tb(exc.__traceback__))
         raise StopUser() from None
+
+
+def _idle(client: WebSocketClient, seconds: float, counters: Any) -> bool:
+    """Sleep with the connection watched (pings answered, a server close seen as it happens); False when it ended."""
+    client.watch(counters.server_ended)
+    try:
+        time.sleep(seconds)  # cooperative: Locust has monkey-patched time for gevent
+    finally:
+        client.unwatch()
+    return client.ending is None
 
 
 def build_plan(profile: Any) -> ScenarioPlan | None:

@@ -106,9 +106,11 @@ class ChurnUser(User):
                         self._release(client)
                         break
             if held and settings.hold:
-                self.stopping.wait(settings.hold)
+                self._hold(held, settings.hold)
             while held:
                 client = held.pop(0)
+                if client.ending is not None:
+                    continue  # the server ended it during the hold: counted then
                 try:
                     if self._drop_next():
                         self._request("drop", client.abort)
@@ -118,7 +120,22 @@ class ChurnUser(User):
                     self._release(client)
         finally:
             for client in held:  # only when the cycle was cut short (the load stopping, a bug)
-                self._release(client)
+                if client.ending is None:
+                    self._release(client)
+
+    def _hold(self, held: list[WebSocketClient], seconds: float) -> None:
+        """Hold the connections open for ``seconds`` (less when the load stops), answering pings.
+
+        A connection the server ends meanwhile leaves the open count when it happens
+        (``server_close``/``reset`` in the counters), not when the hold is over.
+        """
+        for client in held:
+            client.watch(self.counters.server_ended)
+        try:
+            self.stopping.wait(seconds)
+        finally:
+            for client in held:
+                client.unwatch()
 
     def _drop_next(self) -> bool:
         """True when this connection is to be dropped: every 1/drop_fraction-th, evenly, per user."""

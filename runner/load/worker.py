@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from .counters import LoadCounters
 from .cpu import cpu_reading
 from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_INTERVAL, REPORT_KEY, sample_latencies
 from .driver import watch_stopping
+from .responsiveness import LoopLag
 from .user import make_user_class
 
 __all__ = ["run_worker", "WorkerOptions", "raise_fd_limit", "die_with_parent"]
@@ -118,10 +120,25 @@ def run_worker(options: WorkerOptions) -> int:
         configured.set()
         runner.send_message(MSG_READY, {"pid": os.getpid(), "fd_limit": fd_limit})
 
+    loop_lag = LoopLag()  # stalls of this worker's loop, reported to the master (samples' worker_loop_lag)
+    loop_lag.start()
+    # How late the master's heartbeats come (1 s apart when it is responsive; Locust's
+    # worker gives the master up after 60 s): fed by the heartbeat event, not a greenlet.
+    heartbeat_lag = LoopLag()
+    last_heartbeat = [time.monotonic()]
+
+    def on_heartbeat(**_: Any) -> None:
+        now = time.monotonic()
+        heartbeat_lag.record(now - last_heartbeat[0] - locust.runners.HEARTBEAT_INTERVAL)
+        last_heartbeat[0] = now
+
     def on_report(client_id: str, data: dict[str, Any]) -> None:
         clock, cpu_seconds = cpu_reading()
         data[REPORT_KEY] = {
             **counters.snapshot(),
+            "endings": dict(counters.endings),
+            "loop_lag": loop_lag.take(),
+            "heartbeat_lag": heartbeat_lag.take(),
             "lat": sample_latencies(counters.take_latencies()),
             "cpu_clock": clock,
             "cpu_seconds": cpu_seconds,
@@ -131,6 +148,7 @@ def run_worker(options: WorkerOptions) -> int:
     watch_stopping(environment, user_class)
     runner.register_message(MSG_CONFIG, on_config)
     environment.events.report_to_master.add_listener(on_report)
+    environment.events.heartbeat_received.add_listener(on_heartbeat)
     runner.send_message(MSG_HELLO, {"pid": os.getpid(), "host": socket.gethostname()})
     if not configured.wait(timeout=options.config_timeout):
         runner.quit()

@@ -65,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         workers=args.workers if args.workers > 1 else None,
         ws="websockets-sansio",  # websockets' sans-I/O core: no deprecated legacy API
-        ws_ping_interval=None,  # the load does not need keepalive pings
         log_level="warning",
         lifespan="off",
         # uvicorn kills a worker that does not answer its supervisor's ping within 5 s by default;

@@ -37,6 +37,8 @@ from typing import Any, Sequence
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+from ._serve import add_keepalive_arguments, keepalive
+
 __all__ = ["ChatServer", "MemberProfile", "main"]
 
 _PROFILE_BYTES = 1024  # state a real server keeps per room member (presence, cursor, history window)
@@ -149,7 +151,8 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
-    async with serve(handler, args.host, args.port, ssl=context, process_request=process_request, compression=None, max_queue=16, ping_interval=None):
+    async with serve(handler, args.host, args.port, ssl=context, process_request=process_request, compression=None,
+                     max_queue=16, **keepalive(args)):
         print(f"listening on {'wss' if context else 'ws'}://{args.host}:{args.port}/", flush=True)
         await stop
 
@@ -163,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--echo-header", metavar="NAME", help="echo this handshake header's value in the welcome (not required)")
     p.add_argument("--certfile", help="PEM certificate chain: serve wss://")
     p.add_argument("--keyfile", help="PEM private key of --certfile")
+    add_keepalive_arguments(p)
     args = p.parse_args(argv)
     if args.certfile and not args.keyfile:
         p.error("--certfile needs --keyfile")

@@ -102,7 +102,7 @@ async def _serve(args: argparse.Namespace) -> None:
         print("fault: no longer answering", flush=True)
         stalled.set()
 
-    async with serve(handler, "127.0.0.1", args.port, compression=None, ping_interval=None, process_request=process_request):
+    async with serve(handler, "127.0.0.1", args.port, compression=None, process_request=process_request):
         print(f"listening on ws://127.0.0.1:{args.port}/", flush=True)
         if args.exit_after is not None:
             loop.call_later(args.exit_after, crash)

@@ -27,6 +27,8 @@ from typing import Sequence
 
 from websockets.asyncio.server import ServerConnection, serve
 
+from ._serve import PING_INTERVAL, PING_TIMEOUT, add_keepalive_arguments, keepalive
+
 __all__ = ["main", "serve_worker"]
 
 _PR_SET_PDEATHSIG = 1
@@ -41,7 +43,7 @@ def _die_with_parent() -> None:
         pass
 
 
-async def serve_worker(host: str, port: int, leak_bytes: int) -> None:
+async def serve_worker(host: str, port: int, leak_bytes: int, options: dict[str, float | None] | None = None) -> None:
     """One worker: an echo server on a SO_REUSEPORT socket until SIGTERM or SIGINT."""
     kept: list[bytearray] = []  # only with --leak-bytes: the deliberate leak
 
@@ -56,14 +58,17 @@ async def serve_worker(host: str, port: int, leak_bytes: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
     # backlog: a 50K ramp arrives in bursts; compression off as in the other bundled targets.
-    async with serve(echo, host, port, reuse_port=True, backlog=4096, compression=None, max_queue=16, ping_interval=None):
+    # keepalive pings on, websockets' defaults unless --ping-interval/--ping-timeout say otherwise
+    options = options if options is not None else {"ping_interval": PING_INTERVAL, "ping_timeout": PING_TIMEOUT}
+    async with serve(echo, host, port, reuse_port=True, backlog=4096, compression=None, max_queue=16, **options):
         print("ready", flush=True)  # tells the supervisor this worker's socket is bound
         await stop
 
 
 def _supervise(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "runner.targets.multiproc", "--host", args.host, "--port", str(args.port),
-               "--leak-bytes", str(args.leak_bytes), "--child"]
+               "--leak-bytes", str(args.leak_bytes), "--child",
+               "--ping-interval", str(args.ping_interval or 0), "--ping-timeout", str(args.ping_timeout or 0)]
     children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.workers)]
     stopping = False
 
@@ -104,12 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server processes (default: one per CPU)")
     parser.add_argument("--leak-bytes", type=int, default=0, help="bytes kept forever per connection (default 0: clean)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_keepalive_arguments(parser)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.child:
         _die_with_parent()
-        asyncio.run(serve_worker(args.host, args.port, args.leak_bytes))
+        asyncio.run(serve_worker(args.host, args.port, args.leak_bytes, keepalive(args)))
         return 0
     return _supervise(args)
 

@@ -11,8 +11,9 @@ import pytest
 
 from runner.cli.worker import parse_master
 from runner.errors import EXIT_USAGE, UsageError
-from runner.load.distributed import WorkerCounters, sample_latencies
 from runner.load.cpu import SaturationTracker
+from runner.load.distributed import WorkerCounters, sample_latencies
+from runner.load.responsiveness import LoopLag
 from tests.conftest import ROOT, free_port, soak, threaded_server
 
 PROFILE = """
@@ -71,14 +72,24 @@ def test_two_workers_counters_add_up(tmp_path):
     assert last["opened"] == connects
     assert max(s["open"] for s in samples) <= 12
     assert any(s.get("load_cpu") is not None for s in samples)
+    # the master's and the workers' loops are watched, and the master's heartbeats reached the workers
+    assert all("loop_lag" in s and "sample_s" in s for s in samples)
+    reported = [s for s in samples if "heartbeat_lag" in s]
+    assert reported and all(s["heartbeat_lag"] < 30 and s["worker_loop_lag"] < 30 for s in reported)
+    assert run["load_generator"]["lost_workers"] == [] and run["load_generator"]["peak_loop_lag_s"] >= 0
 
 
 def test_worker_counters_sum_and_keep_the_latest_report():
     counters = WorkerCounters()
     counters.update("a", {"opened": 5, "closed": 3, "errors": 1, "lat": {"connect": [1.0, 2.0]}, "cpu_clock": 1.0, "cpu_seconds": 0.5})
     counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "lat": {"connect": [3.0]}})
-    counters.update("a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}})
-    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1}
+    counters.update("a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}, "server_closes": 2,
+                          "endings": {"server_close 1001": 2}})
+    counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "resets": 1,
+                          "endings": {"server_close 1001": 1, "reset EPIPE": 1}})
+    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1, "server_closes": 2,
+                                   "resets": 1}
+    assert counters.endings == {"server_close 1001": 3, "reset EPIPE": 1}
     assert counters.take_latencies() == {"connect": [1.0, 2.0, 3.0]}
     assert counters.take_latencies() == {}
     assert counters.cpu_readings() == {"a": (1.0, 0.5)}
@@ -181,3 +192,21 @@ def test_user_ids_do_not_repeat_across_workers(tmp_path):
     ids = {int(value) for value in seen}
     assert len(ids) == 6, sorted(ids)
     assert sorted(i // 1_000_000 for i in ids) == [0, 0, 0, 1, 1, 1]  # worker 0 and worker 1, three users each
+
+
+def test_a_lost_workers_open_connections_are_closed_with_it():
+    counters = WorkerCounters()
+    counters.update("a", {"opened": 10, "closed": 4})
+    counters.update("b", {"opened": 5, "closed": 5})
+    assert counters.open == 6
+    assert counters.lose("a") == 6 and counters.lose("nobody") == 0
+    assert counters.snapshot()["open"] == 0 and counters.opened == 15
+
+
+def test_loop_lag_keeps_the_longest_stall_per_take_and_counts_stalls():
+    lag = LoopLag()
+    for lateness in (0.01, 0.3, -0.2, 0.05):
+        lag.record(lateness)
+    assert lag.take() == 0.3 and lag.take() == 0.0
+    lag.record(2.5)
+    assert lag.to_dict() == {"peak_loop_lag_s": 2.5, "loop_stalls": 1, "stall_threshold_s": 1.0}

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import ssl
 import textwrap
+import threading
 
+import gevent
 import pytest
+from websockets.sync.server import serve
 
 from runner.errors import ProfileError
 from runner.load.client import WebSocketClient
+from runner.load.counters import LoadCounters
 from runner.load.scenario import build_plan, make_ssl_context
 from runner.profile import parse_profile
-from tests.conftest import soak
+from tests.conftest import free_port, soak
 from tests.scenarios.conftest import RecordingUser
 
 AUTH = [{"name": "auth", "send_json": {"type": "auth", "user": "u{user_id}", "token": "t"}, "expect_json": {"type": "welcome"}}]
@@ -91,3 +95,33 @@ def test_wss_soak_with_the_ca_option(tmp_path, certificates):
     assert result.returncode != 3, result.stdout + result.stderr
     notes = json.loads((out2 / "summary.json").read_text())["notes"]
     assert any("TLS certificate verification was OFF" in note for note in notes), notes
+
+
+def test_a_held_wss_connection_answers_pings_and_sees_the_servers_close(certificates):
+    """The hold watcher reads TLS records in a greenlet (decrypting may wait): pongs go out, the close comes in."""
+    pongs: list[bool] = []
+
+    def handler(ws):
+        for _ in range(3):
+            pongs.append(ws.ping(b"hold on").wait(10))
+        ws.close(4001, "enough")
+
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(certificates.cert, certificates.key)
+    port = free_port()
+    server = serve(handler, "127.0.0.1", port, ssl=server_context, ping_interval=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = make_ssl_context(ca_bundle=str(certificates.ca))
+        client = WebSocketClient(f"wss://127.0.0.1:{port}/", timeout=10, ssl_context=context)
+        client.connect()
+        counters = LoadCounters(opened=1)
+        client.watch(counters.server_ended)
+        for _ in range(500):
+            if counters.open == 0:
+                break
+            gevent.sleep(0.02)
+        assert pongs == [True, True, True]
+        assert counters.open == 0 and counters.endings == {"server_close 4001 enough": 1}
+    finally:
+        server.shutdown()
