@@ -11,8 +11,8 @@ from typing import Any, Iterator
 import pytest
 
 from runner.load.channel import Channel
-from runner.load.scenario import ScenarioConnection, build_plan
 from runner.load.client import WebSocketClient
+from runner.load.scenario import ScenarioConnection, build_plan
 from runner.profile import parse_profile
 from tests.conftest import ROOT, free_port, soak, stop_process, wait_for_port
 from tests.scenarios.conftest import RecordingUser
@@ -175,6 +175,7 @@ def _join_line() -> int:
     return next(i for i, text in enumerate(source, start=1) if "Member(user, room, bytearray(" in text)
 
 
+@pytest.mark.slow
 def test_socketio_leaky_profile_is_a_leak_naming_the_join_line(tmp_path):
     """`make soak PROFILE=profiles/socketio-leaky.toml`, shortened: LEAK, and memray names ChatRooms.join."""
     out = tmp_path / "leaky"
