@@ -131,23 +131,25 @@ class Channel:
         if session.ended is not None and not events:
             raise ConnectionClosedError(session.ended)
 
-    def take(self, accept: Callable[[Incoming], bool], deadline: float, *, keep_others: bool = False,
-             skipped: list[Incoming] | None = None) -> Incoming:
+    def take(self, accept: Callable[[Incoming], bool], deadline: float, *,
+             keep_others: bool | Callable[[Incoming], bool] = False, skipped: list[Incoming] | None = None) -> Incoming:
         """The first event (the inbox first, then the wire) that ``accept`` approves, before ``deadline``.
 
         Events passed over are dropped (an expect skips what it does not want), or, with
-        ``keep_others`` (waiting for an ack), left in the inbox for the steps after; with
+        ``keep_others`` (True, or a predicate: waiting for an ack, for one subscription's
+        results), left in the inbox for the steps after; with
         ``skipped`` they are also collected there (for the error message). ``accept`` may
         raise to fail at once (an error for the awaited subscription). Raises TimeoutError.
         """
         kept: list[Incoming] = []
+        keep = keep_others if callable(keep_others) else (lambda _: keep_others)
         try:
             while True:
                 while self.inbox:
                     event = self.inbox.popleft()
                     if accept(event):
                         return event
-                    if keep_others:
+                    if keep(event):
                         kept.append(event)
                     if skipped is not None:
                         skipped.append(event)

@@ -361,7 +361,7 @@ class ScenarioConnection:
         self._session(GraphQLWSSession, "recv_next")
         seconds = self.timeout if timeout is None else timeout
         try:
-            found = self._channel.take(lambda e: _next_of(e, op_id), time.monotonic() + seconds)
+            found = self._channel.take(lambda e: _next_of(e, op_id), time.monotonic() + seconds, keep_others=lambda e: e.key != op_id)
         except TimeoutError:
             raise TimeoutError(f"no next of {op_id!r} within {seconds:g}s") from None
         return found.data
@@ -652,7 +652,7 @@ class ScenarioPlan:
                 if event.kind != "ack" or event.key != str(ack_id):
                     return False
                 if expected is not None and not expected.matches_value(event.data, fields):
-                    raise ExpectationFailed(f"{step.name}: the {step.describe()} came as {shown(event.data)}")
+                    raise ExpectationFailed(f"the {step.describe()} came as {shown(event.data)}")
                 return True
             if step.expect == "event":
                 ok = event.kind == "event" and step.event is not None and event.key == step.event.render(fields)
@@ -669,8 +669,14 @@ class ScenarioPlan:
             count[0] += 1
             return False
 
+        # an ack or another subscription's results belong to later steps: kept; other events are skipped
+        keep: bool | Callable[[Incoming], bool] = ack_id is not None
+        if step.expect == "next" and op_id is not None:
+            keep = lambda event: event.key != op_id  # noqa: E731
         try:
-            channel.take(counted, time.monotonic() + timeout, keep_others=ack_id is not None, skipped=skipped)
+            channel.take(counted, time.monotonic() + timeout, keep_others=keep, skipped=skipped)
+        except ExpectationFailed as exc:
+            raise ExpectationFailed(f"{step.name}: {exc}") from None
         except TimeoutError:
             last = f"; {count[0]} other event(s) came, the last: {skipped[-1].kind} {skipped[-1].key!r} {shown(skipped[-1].data)}" \
                 if skipped else ("; nothing came" if not count[0] else f"; {count[0]} other event(s) came")
