@@ -196,16 +196,21 @@ class Channel:
                 time.sleep(seconds)
             return
         end = time.monotonic() + seconds
-        while True:
-            now = time.monotonic()
-            if now >= end or (stopping is not None and stopping.is_set()):
-                return
-            try:
-                if self.session is not None:
-                    self._read(min(end, now + _IDLE_SLICE))
-                else:
-                    self.recv(min(end - now, _IDLE_SLICE))  # answers what the rules match; drops the rest
-            except TimeoutError:
-                continue
-            except (ConnectionClosedError, PresetError, OSError):
-                return
+        unread: deque[str | bytes] = deque(maxlen=INBOX_SIZE)  # plain messages the rules do not answer
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= end or (stopping is not None and stopping.is_set()):
+                    return
+                try:
+                    if self.session is not None:
+                        self._read(min(end, now + _IDLE_SLICE))
+                    else:
+                        unread.append(self.recv(min(end - now, _IDLE_SLICE)))
+                except TimeoutError:
+                    continue
+                except (ConnectionClosedError, PresetError, OSError):
+                    return
+        finally:
+            if unread:
+                self.client.unread(list(unread))  # for the steps after the wait, as without rules
