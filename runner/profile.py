@@ -455,7 +455,10 @@ def _protocol(value: Any, key: str) -> str:
     from .load.protocols import PRESETS  # pure, like the steps
 
     if value not in PRESETS:
-        raise ProfileError(f"{key}: unknown protocol {value!r}", hint=f"valid: {', '.join(repr(p) for p in PRESETS)}; without a preset leave it out")
+        raise ProfileError(
+            f"{key}: unknown protocol {value!r}",
+            hint=f"valid: {', '.join(repr(p) for p in PRESETS)}; without a preset leave it out",
+        )
     return str(value)
 
 
@@ -469,7 +472,9 @@ def _json_table(value: Any, key: str) -> dict[str, Any]:
     import json
 
     if not isinstance(value, dict):
-        raise ProfileError(f"{key}: expected a table such as {{ token = \"tok-{{user_id}}\" }}, got {type(value).__name__}")
+        raise ProfileError(
+            f"{key}: expected a table such as {{ token = \"tok-{{user_id}}\" }}, got {type(value).__name__}"
+        )
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
@@ -634,12 +639,16 @@ def _check_protocol(scenario: ScenarioSettings) -> None:
 
     check_protocol(scenario.steps, scenario.protocol)
     if scenario.namespace != "/" and scenario.protocol != "socket.io":
-        raise ProfileError("scenario.namespace is a Socket.IO namespace", hint='add protocol = "socket.io", or remove namespace')
+        raise ProfileError(
+            "scenario.namespace is a Socket.IO namespace",
+            hint='add protocol = "socket.io", or remove namespace',
+        )
     if scenario.auth is not None and scenario.protocol is None:
         raise ProfileError("scenario.auth is the handshake payload of a protocol preset, and no protocol is set",
-                           hint='add protocol = "socket.io" or "graphql-ws"; plain WebSocket auth goes in load.headers or a step')
+                           hint='add protocol = "socket.io" or "graphql-ws"; plain auth goes in headers or a step')
     if scenario.auto_reply and scenario.protocol is not None:
-        raise ProfileError(f"scenario.auto_reply is for protocols without a preset; {scenario.protocol} answers its own heartbeats",
+        raise ProfileError(f"scenario.auto_reply is for protocols without a preset; {scenario.protocol} answers its own "
+                           "heartbeats",
                            hint="remove [[scenario.auto_reply]], or remove protocol")
 
 

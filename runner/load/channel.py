@@ -69,7 +69,8 @@ class Channel:
         if session is None:
             return
         if isinstance(session, GraphQLWSSession) and self.client.protocol.subprotocol != SUBPROTOCOL:
-            raise HandshakeError(f"the server did not accept the subprotocol {SUBPROTOCOL} (it chose {self.client.protocol.subprotocol})")
+            chosen = self.client.protocol.subprotocol
+            raise HandshakeError(f"the server did not accept the subprotocol {SUBPROTOCOL} (it chose {chosen})")
         session.start()
         self._flush()
         deadline = time.monotonic() + self.client.timeout
@@ -183,7 +184,7 @@ class Channel:
     # --- idling ---
 
     def idle(self, seconds: float, stopping: Any = None) -> None:
-        """Keep the connection alive for ``seconds``: read, answer heartbeats, keep events; return early on ``stopping``.
+        """Keep the connection alive for ``seconds``: read, answer heartbeats, keep events; end early on ``stopping``.
 
         A connection the server ends meanwhile just ends the idling (the caller sees it closed).
         """

@@ -32,6 +32,7 @@ A :class:`ScenarioPlan` is built once per load process from the profile
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import itertools
 import json
@@ -296,7 +297,7 @@ class ScenarioConnection:
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message; ``TimeoutError`` after ``timeout`` seconds (default: load.timeout)."""
         if self._channel.session is not None:
-            raise RuntimeError("conn.recv reads plain messages; with a protocol preset use conn.recv_event or conn.recv_next")
+            raise RuntimeError("conn.recv reads plain messages; with a protocol preset use recv_event or recv_next")
         return self._channel.recv(self.timeout if timeout is None else timeout)
 
     def recv_json(self, timeout: float | None = None) -> Any:
@@ -334,7 +335,8 @@ class ScenarioConnection:
         self._channel.flush()
         seconds = self.timeout if timeout is None else timeout
         try:
-            found = self._channel.take(lambda e: e.kind == "ack" and e.key == str(ack_id), time.monotonic() + seconds, keep_others=True)
+            found = self._channel.take(lambda e: e.kind == "ack" and e.key == str(ack_id), time.monotonic() + seconds,
+                                       keep_others=True)
         except TimeoutError:
             raise TimeoutError(f"no ack of {event!r} within {seconds:g}s") from None
         return list(found.data)
@@ -344,7 +346,8 @@ class ScenarioConnection:
         self._session(SocketIOSession, "recv_event")
         seconds = self.timeout if timeout is None else timeout
         try:
-            found = self._channel.take(lambda e: e.kind == "event" and name in (None, e.key), time.monotonic() + seconds)
+            deadline = time.monotonic() + seconds
+            found = self._channel.take(lambda e: e.kind == "event" and name in (None, e.key), deadline)
         except TimeoutError:
             raise TimeoutError(f"no event {name or 'at all'!r} within {seconds:g}s") from None
         return list(found.data) if name is not None else [found.key, *found.data]
@@ -361,7 +364,8 @@ class ScenarioConnection:
         self._session(GraphQLWSSession, "recv_next")
         seconds = self.timeout if timeout is None else timeout
         try:
-            found = self._channel.take(lambda e: _next_of(e, op_id), time.monotonic() + seconds, keep_others=lambda e: e.key != op_id)
+            found = self._channel.take(lambda e: _next_of(e, op_id), time.monotonic() + seconds,
+                                       keep_others=lambda e: e.key != op_id)
         except TimeoutError:
             raise TimeoutError(f"no next of {op_id!r} within {seconds:g}s") from None
         return found.data
@@ -551,7 +555,8 @@ class ScenarioPlan:
         fields = self.fields(state.user_id, state.cycles)
         state.cycles += 1
         recorder = _Recorder(user)
-        channel = Channel(self.client(url, fields, source_address=source_address), self.session(fields), self.auto_reply, fields)
+        client = self.client(url, fields, source_address=source_address)
+        channel = Channel(client, self.session(fields), self.auto_reply, fields)
         if not recorder.time("connect", channel.connect):
             channel.abort()
             return
@@ -567,12 +572,16 @@ class ScenarioPlan:
                 drop, state.drop_credit = drop_due(state.drop_credit, self.drop_fraction)
                 recorder.time("drop" if drop else "close", channel.abort if drop else channel.close)
             elif carry_on and channel.session is not None:  # the server ended a preset's session on its own
-                recorder.record("close", time.perf_counter(), ConnectionClosedError(channel.session.ended or channel.client._closed_reason()))
+                reason = channel.session.ended or "the connection closed"
+                closed = ConnectionClosedError(f"before the client's close: {reason}")
+                recorder.record("close", time.perf_counter(), closed)
         finally:
             channel.abort()
             user.counters.closed += 1
 
-    def _run_steps(self, steps: tuple[Step, ...], channel: Channel, fields: dict[str, Any], recorder: _Recorder) -> bool:
+    def _run_steps(
+        self, steps: tuple[Step, ...], channel: Channel, fields: dict[str, Any], recorder: _Recorder
+    ) -> bool:
         """Run steps in order; False when the cycle must end (a failure, or a close step)."""
         for step in steps:
             if isinstance(step, Wait):
@@ -586,10 +595,11 @@ class ScenarioPlan:
                 return False
             elif isinstance(step, Exchange):
                 payload = step.payload(fields)
-                if not recorder.time(step.name, lambda: self._exchange(step, payload, channel, fields), len(payload or "")):
+                exchange = functools.partial(self._exchange, step, payload, channel, fields)
+                if not recorder.time(step.name, exchange, len(payload or "")):
                     return False
             elif isinstance(step, ProtocolStep):
-                if not recorder.time(step.name, lambda: self._preset_step(step, channel, fields)):
+                if not recorder.time(step.name, functools.partial(self._preset_step, step, channel, fields)):
                     return False
         return True
 
@@ -678,8 +688,9 @@ class ScenarioPlan:
         except ExpectationFailed as exc:
             raise ExpectationFailed(f"{step.name}: {exc}") from None
         except TimeoutError:
-            last = f"; {count[0]} other event(s) came, the last: {skipped[-1].kind} {skipped[-1].key!r} {shown(skipped[-1].data)}" \
-                if skipped else ("; nothing came" if not count[0] else f"; {count[0]} other event(s) came")
+            last = "; nothing came" if not count[0] else f"; {count[0]} other event(s) came"
+            if skipped:
+                last += f", the last: {skipped[-1].kind} {skipped[-1].key!r} {shown(skipped[-1].data)}"
             raise ExpectationFailed(f"{step.name}: no {step.describe()} within {timeout:g}s{last}") from None
 
     def _shown(self, message: str | bytes | None, fields: Mapping[str, Any]) -> str:
@@ -752,7 +763,8 @@ def build_plan(profile: Any) -> ScenarioPlan | None:
         check_fields([rule.reply for rule in rules], available, "scenario.auto_reply")
     code = load_code_scenario(scenario.file, scenario.function) if scenario.file else None
     wss = bool(target.url and target.url.startswith("wss://"))
-    if not (steps or code or identity.configured or wss or target.ca_bundle or target.insecure_tls or scenario.protocol or rules):
+    tls = wss or target.ca_bundle or target.insecure_tls
+    if not (steps or code or identity.configured or tls or scenario.protocol or rules):
         return None
     notes = []
     if target.insecure_tls:

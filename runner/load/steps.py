@@ -305,7 +305,8 @@ class ProtocolStep:
 
     def describe(self) -> str:
         """What the step waits for, for its failure message."""
-        wanted = f" with {', '.join(f'{p} = {json.dumps(w)}' for p, w in self.fields.expected)}" if self.fields and self.fields.expected else ""
+        pairs = self.fields.expected if self.fields else ()
+        wanted = f" with {', '.join(f'{p} = {json.dumps(w)}' for p, w in pairs)}" if pairs else ""
         if self.action == "emit_ack":
             return f"ack of {self.payload[0]!r}" + wanted
         if self.expect == "event":
@@ -364,21 +365,24 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
         if not isinstance(step["name"], str) or not step["name"].strip():
             raise ProfileError(f"{where}.name: expected a non-empty string, got {step['name']!r}")
         out["name"] = step["name"].strip()
-    sends = [k for k in ("send", "send_json") if k in step]
-    expects = [k for k in ("expect", "expect_regex", "expect_json") if k in step]
-    others = [k for k in ("wait", "repeat", "close") if k in step]
-    actions = [k for k in _PRESET_ACTIONS if k in step]
-    awaits = [k for k in _PRESET_EXPECTS if k in step]
+    sends: list[str] = [k for k in ("send", "send_json") if k in step]
+    expects: list[str] = [k for k in ("expect", "expect_regex", "expect_json") if k in step]
+    others: list[str] = [k for k in ("wait", "repeat", "close") if k in step]
+    actions: list[str] = [k for k in _PRESET_ACTIONS if k in step]
+    awaits: list[str] = [k for k in _PRESET_EXPECTS if k in step]
     if (actions or awaits) and not others:
         if sends or expects:
             raise ProfileError(
                 f"{where}: {(sends + expects)[0]} and {(actions + awaits)[0]} cannot be in one step",
-                hint="send/expect are plain WebSocket messages; a protocol preset's steps use emit/expect_event or subscribe/expect_next",
+                hint="send/expect are plain messages; a preset's steps use emit/expect_event or subscribe/expect_next",
             )
         return _validate_preset_step(step, where, out, actions, awaits)
     for name in ("expect_args", "variables", "id"):
         if name in step and not (actions or awaits):
-            raise ProfileError(f"{where}: {name} belongs to {_OWNER[name]}", hint=f"add {_OWNER[name]}, or remove {name}")
+            raise ProfileError(
+                f"{where}: {name} belongs to {_OWNER[name]}",
+                hint=f"add {_OWNER[name]}, or remove {name}",
+            )
     kinds = (["exchange"] if sends or expects or actions or awaits else []) + others
     if "steps" in step and "repeat" not in step:
         raise ProfileError(f"{where}: 'steps' belongs to a repeat block", hint="add repeat = N, or move the steps up")
@@ -386,7 +390,7 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
         if not kinds:
             raise ProfileError(f"{where}: the step does nothing", hint="give it send/send_json, expect/expect_regex/expect_json, wait, repeat or close")
         raise ProfileError(
-            f"{where}: {' and '.join(sends[:1] + expects[:1] + actions[:1] + awaits[:1] + others)} cannot be in one step",
+            f"{where}: {' and '.join((sends + expects)[:1] + (actions + awaits)[:1] + others)} cannot be in one step",
             hint="split them into separate steps",
         )
     if "timeout" in step and not expects:
@@ -467,26 +471,46 @@ def _text_value(step: dict[str, Any], name: str, where: str) -> str:
     return value
 
 
-def _validate_preset_step(step: dict[str, Any], where: str, out: dict[str, Any], actions: list[str], awaits: list[str]) -> dict[str, Any]:
+def _validate_preset_step(
+    step: dict[str, Any], where: str, out: dict[str, Any], actions: list[str], awaits: list[str]
+) -> dict[str, Any]:
     """The keys of a Socket.IO or GraphQL step (which preset the run speaks is checked by check_protocol)."""
     if len(actions) > 1 or len(awaits) > 1:
         pair = actions if len(actions) > 1 else awaits
-        raise ProfileError(f"{where}: {pair[0]} and {pair[1]} cannot be in one step", hint="split them into separate steps")
-    families = {("socket.io" if k in SOCKETIO_KEYS else "graphql-ws") for k in step if k in SOCKETIO_KEYS or k in GRAPHQL_KEYS}
-    if len(families) > 1:
-        raise ProfileError(f"{where}: mixes Socket.IO keys ({', '.join(k for k in step if k in SOCKETIO_KEYS)}) "
-                           f"with GraphQL keys ({', '.join(k for k in step if k in GRAPHQL_KEYS)})", hint="a run speaks one protocol")
+        raise ProfileError(
+            f"{where}: {pair[0]} and {pair[1]} cannot be in one step",
+            hint="split them into separate steps",
+        )
+    socketio_keys = [k for k in step if k in SOCKETIO_KEYS]
+    graphql_keys = [k for k in step if k in GRAPHQL_KEYS]
+    if socketio_keys and graphql_keys:
+        raise ProfileError(
+            f"{where}: mixes Socket.IO keys ({', '.join(socketio_keys)}) with GraphQL keys ({', '.join(graphql_keys)})",
+            hint="a run speaks one protocol",
+        )
     if "emit_ack" in step and "expect_event" in step:
         raise ProfileError(f"{where}: emit_ack waits for its ack, not for an event",
                            hint="expect the event in the next step; expect_args here checks the ack's arguments")
     if "expect_args" in step and not ({"expect_event", "emit_ack"} & set(step)):
-        raise ProfileError(f"{where}: expect_args belongs to expect_event or emit_ack", hint="add expect_event = \"name\"")
+        raise ProfileError(
+            f"{where}: expect_args belongs to expect_event or emit_ack",
+            hint="add expect_event = \"name\"",
+        )
     if "variables" in step and "subscribe" not in step:
-        raise ProfileError(f"{where}: variables belong to subscribe", hint="add subscribe = \"subscription { ... }\", or remove variables")
+        raise ProfileError(
+            f"{where}: variables belong to subscribe",
+            hint="add subscribe = \"subscription { ... }\", or remove variables",
+        )
     if "id" in step and not ({"subscribe", "expect_next"} & set(step)):
-        raise ProfileError(f"{where}: id belongs to subscribe or expect_next", hint="complete takes the id as its value: complete = \"s1\"")
+        raise ProfileError(
+            f"{where}: id belongs to subscribe or expect_next",
+            hint="complete takes the id as its value: complete = \"s1\"",
+        )
     if "timeout" in step and not (awaits or "emit_ack" in step):
-        raise ProfileError(f"{where}: timeout applies to what a step waits for", hint="add expect_event/expect_next or use emit_ack, or remove timeout")
+        raise ProfileError(
+            f"{where}: timeout applies to what a step waits for",
+            hint="add expect_event/expect_next or use emit_ack, or remove timeout",
+        )
     for name in ("emit", "emit_ack"):
         if name in step:
             value = step[name]
@@ -495,7 +519,7 @@ def _validate_preset_step(step: dict[str, Any], where: str, out: dict[str, Any],
             if not isinstance(value, list) or not value or not isinstance(value[0], str) or not value[0].strip():
                 raise ProfileError(
                     f"{where}.{name}: expected a list whose first item is the event name, got {step[name]!r}",
-                    hint=f'write {name} = ["join", {{ room = "lobby" }}] (or {name} = "ping" for an event without arguments)',
+                    hint=f'write {name} = ["join", {{ room = "lobby" }}] ({name} = "ping": an event without arguments)',
                 )
             _json_value(value, f"{where}.{name}")
             out[name] = value
@@ -503,7 +527,9 @@ def _validate_preset_step(step: dict[str, Any], where: str, out: dict[str, Any],
         out["subscribe"] = _text_value(step, "subscribe", where)
     if "variables" in step:
         if not isinstance(step["variables"], dict):
-            raise ProfileError(f"{where}.variables: expected a table such as {{ room = \"lobby\" }}, got {step['variables']!r}")
+            raise ProfileError(
+                f"{where}.variables: expected a table such as {{ room = \"lobby\" }}, got {step['variables']!r}"
+            )
         _json_value(step["variables"], f"{where}.variables")
         out["variables"] = step["variables"]
     for name in ("id", "complete", "expect_event"):
@@ -513,7 +539,9 @@ def _validate_preset_step(step: dict[str, Any], where: str, out: dict[str, Any],
         if name in step:
             table = step[name]
             if not isinstance(table, dict) or (name == "expect_args" and not table):
-                raise ProfileError(f"{where}.{name}: expected a table of dotted paths, e.g. {{ \"0.room\" = \"lobby\" }}, got {table!r}")
+                raise ProfileError(
+                    f"{where}.{name}: expected a table of dotted paths, e.g. {{ \"0.room\" = \"r\" }}, got {table!r}"
+                )
             _json_value(table, f"{where}.{name}")
             out[name] = dict(_flatten(table))
     if "timeout" in step:
@@ -534,8 +562,8 @@ def check_protocol(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], pro
             used = [k for k in keys if k in step]
             if used and protocol != family:
                 now = f"the run speaks {protocol}" if protocol else "no protocol is set"
-                raise ProfileError(f"{where}: {used[0]} needs [scenario] protocol = \"{family}\" ({now})",
-                                   hint=f"add protocol = \"{family}\" under [scenario]" if not protocol else "a run speaks one protocol")
+                hint = f"add protocol = \"{family}\" under [scenario]" if not protocol else "a run speaks one protocol"
+                raise ProfileError(f"{where}: {used[0]} needs [scenario] protocol = \"{family}\" ({now})", hint=hint)
         raw = [k for k in _RAW_KEYS if k in step]
         if raw and protocol:
             preset_keys = "emit/emit_ack/expect_event" if protocol == "socket.io" else "subscribe/expect_next/complete"

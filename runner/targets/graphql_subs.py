@@ -22,7 +22,7 @@ import argparse
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncGenerator, Sequence
 
 from ariadne import MutationType, QueryType, SubscriptionType, make_executable_schema
 from ariadne.asgi import GraphQL
@@ -81,7 +81,7 @@ class Broker:
             if not listener.queue.full():
                 listener.queue.put_nowait(event)
 
-    async def subscribe(self, room: str, user: str) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(self, room: str, user: str) -> AsyncGenerator[dict[str, Any], None]:
         """The events of ``room`` for one subscriber, from its joined event on."""
         key, listener = self.add(room, user)
         try:
@@ -102,7 +102,9 @@ class _Handler(GraphQLTransportWSHandler):
         self.broker = broker
         self.ping_interval = ping_interval
 
-    async def handle_websocket_connection_init_message(self, websocket: Any, message: dict[str, Any], client_context: Any) -> None:
+    async def handle_websocket_connection_init_message(
+        self, websocket: Any, message: dict[str, Any], client_context: Any
+    ) -> None:
         payload = message.get("payload")
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token.startswith("tok-"):
@@ -157,7 +159,7 @@ def make_app(*, leak_bytes: int = 0, ping_interval: float | None = None) -> Any:
         return True
 
     @subscription.source("room")
-    def room_source(_: Any, info: Any, name: str) -> AsyncIterator[dict[str, Any]]:
+    def room_source(_: Any, info: Any, name: str) -> AsyncGenerator[dict[str, Any], None]:
         return broker.subscribe(name, str(info.context["request"].scope.get("soak_user")))
 
     @subscription.field("room")
@@ -174,12 +176,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--leak-bytes", type=int, default=0, help="leaky variant: bytes of subscriber state never disposed (default 0: clean)")
-    p.add_argument("--ping-interval", type=float, default=None, help="ping every S seconds; close a connection that missed one")
+    p.add_argument("--leak-bytes", type=int, default=0,
+                   help="leaky variant: bytes of subscriber state never disposed (default 0: clean)")
+    p.add_argument("--ping-interval", type=float, default=None,
+                   help="ping every S seconds; close a connection that missed one")
     args = p.parse_args(argv)
     app = make_app(leak_bytes=args.leak_bytes, ping_interval=args.ping_interval)
     print(f"listening on ws://{args.host}:{args.port}/ (graphql-transport-ws)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, ws="websockets-sansio", ws_ping_interval=None, log_level="warning", lifespan="off")
+    uvicorn.run(app, host=args.host, port=args.port, ws="websockets-sansio", ws_ping_interval=None,
+                log_level="warning", lifespan="off")
 
 
 if __name__ == "__main__":

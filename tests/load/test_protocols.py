@@ -77,18 +77,24 @@ def test_socketio_server_disconnect_ends_the_session():
 def test_graphql_ws_init_ping_subscribe_next_complete():
     session = GraphQLWSSession({"token": "tok-1"})
     session.start()
-    assert [json.loads(m) for m in session.data_to_send()] == [{"type": "connection_init", "payload": {"token": "tok-1"}}]
+    assert [json.loads(m) for m in session.data_to_send()] == [
+        {"type": "connection_init", "payload": {"token": "tok-1"}}
+    ]
     session.receive('{"type":"connection_ack"}')
     assert session.ready
     session.receive('{"type":"ping","payload":{"t":1}}')
     assert [json.loads(m) for m in session.data_to_send()] == [{"type": "pong", "payload": {"t": 1}}]
     session.subscribe("s1", "subscription { x }", {"room": "r"})
     assert json.loads(session.data_to_send()[0]) == {
-        "id": "s1", "type": "subscribe", "payload": {"query": "subscription { x }", "variables": {"room": "r"}}
+        "id": "s1",
+        "type": "subscribe",
+        "payload": {"query": "subscription { x }", "variables": {"room": "r"}},
     }
     with pytest.raises(ProtocolViolation, match="still active"):
         session.subscribe("s1", "subscription { x }")
-    assert session.receive('{"id":"s1","type":"next","payload":{"data":{"x":1}}}') == [Incoming("next", "s1", {"data": {"x": 1}})]
+    assert session.receive('{"id":"s1","type":"next","payload":{"data":{"x":1}}}') == [
+        Incoming("next", "s1", {"data": {"x": 1}})
+    ]
     assert session.receive('{"id":"s1","type":"complete"}') == [Incoming("complete", "s1", None)]
     assert "s1" not in session.active
     session.subscribe("s1", "subscription { x }")  # a completed id may be used again

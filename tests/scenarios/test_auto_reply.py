@@ -50,8 +50,11 @@ def _plan(url: str, rules: list[dict[str, str]] | None, **scenario: Any):
     return build_plan(parse_profile({"target": {"url": url}, "load": {"hold": "1s"}, "scenario": scenario}))
 
 
-STEPS = [{"name": "hello", "send": "hello", "expect": "echo hello"}, {"wait": "1s"},
-         {"name": "again", "send": "again {user_id}", "expect_regex": "^echo again"}]
+STEPS = [
+    {"name": "hello", "send": "hello", "expect": "echo hello"},
+    {"wait": "1s"},
+    {"name": "again", "send": "again {user_id}", "expect_regex": "^echo again"},
+]
 
 
 def test_rules_answer_heartbeats_in_steps_waits_and_the_hold():

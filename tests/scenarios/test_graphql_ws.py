@@ -20,11 +20,25 @@ from tests.scenarios.conftest import RecordingUser
 ROOM = "subscription ($room: String!) { room(name: $room) { kind room user text } }"
 POST = "mutation ($room: String!, $text: String!) { post(room: $room, text: $text) }"
 STATS = "query { stats { listeners pongs pingTimeouts } }"
-SUBSCRIBE = {"name": "subscribe", "id": "room", "subscribe": ROOM, "variables": {"room": "room-{user_id%10}"},
-             "expect_next": {"data.room.kind": "joined", "data.room.user": "u{user_id}"}}
-POST_STEP = {"name": "post", "id": "post-{n}", "subscribe": POST, "variables": {"room": "room-{user_id%10}", "text": "hi {n}"},
-             "expect_next": {"data.post": True}}
-BROADCAST = {"name": "broadcast", "id": "room", "expect_next": {"data.room.text": "hi {n}", "data.room.user": "u{user_id}"}}
+SUBSCRIBE = {
+    "name": "subscribe",
+    "id": "room",
+    "subscribe": ROOM,
+    "variables": {"room": "room-{user_id%10}"},
+    "expect_next": {"data.room.kind": "joined", "data.room.user": "u{user_id}"},
+}
+POST_STEP = {
+    "name": "post",
+    "id": "post-{n}",
+    "subscribe": POST,
+    "variables": {"room": "room-{user_id%10}", "text": "hi {n}"},
+    "expect_next": {"data.post": True},
+}
+BROADCAST = {
+    "name": "broadcast",
+    "id": "room",
+    "expect_next": {"data.room.text": "hi {n}", "data.room.user": "u{user_id}"},
+}
 
 
 class GraphQLServer:
@@ -34,7 +48,8 @@ class GraphQLServer:
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner.targets.graphql_subs", "--port", str(self.port), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_for_port(self.port, timeout=60)
@@ -85,7 +100,14 @@ def test_subscribe_next_mutation_and_complete_are_one_request_each(gql_server):
     user = RecordingUser()
     for _ in range(2):
         plan_for(gql_server.url, steps).run_cycle(user, url=gql_server.url)
-    assert user.outcome() == {"connect": None, "subscribe": None, "post": None, "broadcast": None, "complete": None, "close": None}
+    assert user.outcome() == {
+        "connect": None,
+        "subscribe": None,
+        "post": None,
+        "broadcast": None,
+        "complete": None,
+        "close": None,
+    }
     assert user.counters.opened == user.counters.closed == 2 and user.counters.errors == 0
     assert gql_server.wait_for_listeners(0)["listeners"] == 0  # the clean server disposed both subscriptions
 
@@ -93,9 +115,14 @@ def test_subscribe_next_mutation_and_complete_are_one_request_each(gql_server):
 def test_refused_init_and_a_failed_subscription_name_the_servers_answer(gql_server):
     user = RecordingUser()
     plan_for(gql_server.url, [SUBSCRIBE], token="stolen").run_cycle(user, url=gql_server.url)
-    assert user.outcome() == {"connect": "graphql-transport-ws connection_init refused: closed by server (code 4403, Forbidden: invalid token)"}
+    assert user.outcome() == {
+        "connect": "graphql-transport-ws connection_init refused: "
+        "closed by server (code 4403, Forbidden: invalid token)"
+    }
     user = RecordingUser()
-    plan_for(gql_server.url, [{"name": "bad", "subscribe": "subscription { nope }", "expect_next": {}}]).run_cycle(user, url=gql_server.url)
+    plan_for(gql_server.url, [{"name": "bad", "subscribe": "subscription { nope }", "expect_next": {}}]).run_cycle(
+        user, url=gql_server.url
+    )
     assert user.outcome()["bad"].startswith("bad: subscription '1' failed: ")
     assert "Cannot query field" in user.outcome()["bad"]
 
@@ -112,7 +139,9 @@ def test_pings_are_answered_through_a_wait_and_the_hold(gql_server):
     silent.connect()
     silent.send(json.dumps({"type": "connection_init", "payload": {"token": "tok-silent"}}))
     user = RecordingUser()
-    plan_for(gql_server.url, [SUBSCRIBE, {"wait": "3s"}, POST_STEP, BROADCAST], hold="3s").run_cycle(user, url=gql_server.url)
+    plan_for(gql_server.url, [SUBSCRIBE, {"wait": "3s"}, POST_STEP, BROADCAST], hold="3s").run_cycle(
+        user, url=gql_server.url
+    )
     assert user.outcome() == {"connect": None, "subscribe": None, "post": None, "broadcast": None, "close": None}
     stats = gql_server.stats()
     assert stats["pongs"] >= 4 and stats["pingTimeouts"] == 1, stats  # ours answered; the silent control was closed
@@ -132,8 +161,18 @@ def test_code_scenario_subscribes_and_receives(gql_server, tmp_path):
         "        assert conn.recv_next('room')['data']['room']['text'] == 'yo'\n"
         "    conn.complete('room')\n"
     )
-    plan = build_plan(parse_profile({"target": {"url": gql_server.url}, "scenario": {
-        "protocol": "graphql-ws", "auth": {"token": "tok-{user_id}"}, "file": str(tmp_path / "gql.py")}}))
+    plan = build_plan(
+        parse_profile(
+            {
+                "target": {"url": gql_server.url},
+                "scenario": {
+                    "protocol": "graphql-ws",
+                    "auth": {"token": "tok-{user_id}"},
+                    "file": str(tmp_path / "gql.py"),
+                },
+            }
+        )
+    )
     user = RecordingUser()
     plan.run_cycle(user, url=gql_server.url)
     assert user.outcome() == {"connect": None, "subscribe": None, "broadcast": None, "close": None}
@@ -141,8 +180,20 @@ def test_code_scenario_subscribes_and_receives(gql_server, tmp_path):
 
 def test_graphql_profile_gives_per_step_statistics(tmp_path):
     out = tmp_path / "gql"
-    result = soak("run", str(ROOT / "profiles" / "graphql.toml"), "--users", "20", "--spawn-rate", "20", "--duration", "6s",
-                  "--no-memray", "--quiet", "--out", str(out))
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "graphql.toml"),
+        "--users",
+        "20",
+        "--spawn-rate",
+        "20",
+        "--duration",
+        "6s",
+        "--no-memray",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert result.returncode != 3, result.stdout + result.stderr
     stats = json.loads((out / "locust_stats.json").read_text())
     by_name = {entry["name"]: entry for entry in stats["requests"]}
@@ -157,10 +208,21 @@ def test_graphql_leaky_profile_is_a_leak_naming_the_listener_line(tmp_path):
     source = (ROOT / "runner" / "targets" / "graphql_subs.py").read_text().splitlines()
     line = next(i for i, text in enumerate(source, start=1) if "listener = Listener(user, room, asyncio.Queue(" in text)
     out = tmp_path / "leaky"
-    result = soak("run", str(ROOT / "profiles" / "graphql-leaky.toml"), "--duration", "30s", "--quiet", "--out", str(out), timeout=400)
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "graphql-leaky.toml"),
+        "--duration",
+        "30s",
+        "--quiet",
+        "--out",
+        str(out),
+        timeout=400,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "leak" and summary["load"]["errors"] == 0
     top = summary["sites"][0]
-    assert top["location"] == f"runner/targets/graphql_subs.py:{line}" and top["function"] == "add", summary["sites"][:3]
+    assert top["location"] == f"runner/targets/graphql_subs.py:{line}" and top["function"] == "add", summary["sites"][
+        :3
+    ]
     assert 4096 < top["bytes_per_connection"] < 9000  # 4096 B of state + the listener, its queue and dict entry

@@ -17,9 +17,17 @@ from runner.profile import parse_profile
 from tests.conftest import ROOT, free_port, soak, stop_process, wait_for_port
 from tests.scenarios.conftest import RecordingUser
 
-JOIN = {"name": "join", "emit_ack": ["join", {"room": "room-{user_id%10}"}], "expect_args": {"0.room": "room-{user_id%10}"}}
-SAY = {"name": "say", "emit": ["say", {"room": "room-{user_id%10}", "text": "hi {n}"}],
-       "expect_event": "message", "expect_args": {"0.text": "hi {n}", "0.from": "{user_id}"}}
+JOIN = {
+    "name": "join",
+    "emit_ack": ["join", {"room": "room-{user_id%10}"}],
+    "expect_args": {"0.room": "room-{user_id%10}"},
+}
+SAY = {
+    "name": "say",
+    "emit": ["say", {"room": "room-{user_id%10}", "text": "hi {n}"}],
+    "expect_event": "message",
+    "expect_args": {"0.text": "hi {n}", "0.from": "{user_id}"},
+}
 
 
 class SocketIOServer:
@@ -29,7 +37,8 @@ class SocketIOServer:
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner.targets.socketio_chat", "--port", str(self.port), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_for_port(self.port, timeout=60)
@@ -80,7 +89,9 @@ def sio_server() -> Iterator[SocketIOServer]:
 
 
 def test_handshake_events_and_acks_are_one_request_each(sio_server):
-    plan = plan_for(sio_server.url, [JOIN, SAY, {"name": "stats", "emit_ack": ["stats"], "expect_args": {"0.members": 1}}])
+    plan = plan_for(
+        sio_server.url, [JOIN, SAY, {"name": "stats", "emit_ack": ["stats"], "expect_args": {"0.members": 1}}]
+    )
     user = RecordingUser()
     for _ in range(2):
         plan.run_cycle(user, url=sio_server.url)
@@ -92,8 +103,11 @@ def test_handshake_events_and_acks_are_one_request_each(sio_server):
 
 
 def test_a_wrong_expectation_fails_its_step_naming_what_came(sio_server):
-    steps = [JOIN, {"name": "wrong", "emit_ack": ["join", {"room": "x"}], "expect_args": {"0.room": "y"}},
-             {"name": "never", "emit": ["leave", {"room": "x"}]}]
+    steps = [
+        JOIN,
+        {"name": "wrong", "emit_ack": ["join", {"room": "x"}], "expect_args": {"0.room": "y"}},
+        {"name": "never", "emit": ["leave", {"room": "x"}]},
+    ]
     user = RecordingUser()
     plan_for(sio_server.url, steps).run_cycle(user, url=sio_server.url)
     outcome = user.outcome()
@@ -101,13 +115,17 @@ def test_a_wrong_expectation_fails_its_step_naming_what_came(sio_server):
     assert outcome["wrong"] == 'wrong: the ack of \'join\' with 0.room = "y" came as \'[{"room":"x","members":1}]\''
     assert "never" not in outcome and "close" not in outcome and user.counters.errors == 1
     user = RecordingUser()
-    plan_for(sio_server.url, [{"name": "nothing", "expect_event": "nope", "timeout": "300ms"}]).run_cycle(user, url=sio_server.url)
+    plan_for(sio_server.url, [{"name": "nothing", "expect_event": "nope", "timeout": "300ms"}]).run_cycle(
+        user, url=sio_server.url
+    )
     assert user.outcome()["nothing"] == "nothing: no event 'nope' within 0.3s; nothing came"
 
 
 def test_a_refused_namespace_is_a_failed_connect_naming_the_servers_message(sio_server):
     user = RecordingUser()
-    plan_for(sio_server.url, [JOIN], scenario={"auth": {"token": "stolen-{user_id}"}}).run_cycle(user, url=sio_server.url)
+    plan_for(sio_server.url, [JOIN], scenario={"auth": {"token": "stolen-{user_id}"}}).run_cycle(
+        user, url=sio_server.url
+    )
     assert user.outcome() == {"connect": "Socket.IO namespace / refused: invalid token"}
     assert user.counters.opened == 0 and user.counters.errors == 1
 
@@ -134,7 +152,9 @@ def test_drop_fraction_drops_without_leaving_the_namespace(sio_server):
         plan.run_cycle(user, url=sio_server.url)
     assert [r["name"] for r in user.requests if r["name"] in ("close", "drop")] == ["close", "drop"] * 2
     reasons = sio_server.wait_for_disconnects(4)
-    assert reasons.get("client disconnect") == 2 and sum(reasons.values()) == 4, reasons  # the drops: transport close/error
+    assert reasons.get("client disconnect") == 2 and sum(reasons.values()) == 4, (
+        reasons
+    )  # the drops: transport close/error
 
 
 def test_code_scenario_emits_calls_and_receives_events(sio_server, tmp_path):
@@ -158,8 +178,20 @@ def test_code_scenario_emits_calls_and_receives_events(sio_server, tmp_path):
 
 def test_socketio_profile_gives_per_step_statistics(tmp_path):
     out = tmp_path / "sio"
-    result = soak("run", str(ROOT / "profiles" / "socketio.toml"), "--users", "20", "--spawn-rate", "20", "--duration", "6s",
-                  "--no-memray", "--quiet", "--out", str(out))
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "socketio.toml"),
+        "--users",
+        "20",
+        "--spawn-rate",
+        "20",
+        "--duration",
+        "6s",
+        "--no-memray",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert result.returncode != 3, result.stdout + result.stderr
     stats = json.loads((out / "locust_stats.json").read_text())
     by_name = {entry["name"]: entry for entry in stats["requests"]}
@@ -179,7 +211,16 @@ def _join_line() -> int:
 def test_socketio_leaky_profile_is_a_leak_naming_the_join_line(tmp_path):
     """`make soak PROFILE=profiles/socketio-leaky.toml`, shortened: LEAK, and memray names ChatRooms.join."""
     out = tmp_path / "leaky"
-    result = soak("run", str(ROOT / "profiles" / "socketio-leaky.toml"), "--duration", "20s", "--quiet", "--out", str(out), timeout=300)
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "socketio-leaky.toml"),
+        "--duration",
+        "20s",
+        "--quiet",
+        "--out",
+        str(out),
+        timeout=300,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "leak" and summary["load"]["errors"] == 0

@@ -33,12 +33,16 @@ class AutoReply:
 def validate_rules(value: Any, key: str = "scenario.auto_reply") -> tuple[dict[str, str], ...]:
     """Check ``[[scenario.auto_reply]]`` tables: ``match`` (a regular expression) and ``reply`` (text)."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise ProfileError(f"{key}: expected a list of tables ([[scenario.auto_reply]] with match and reply), got {value!r}")
+        raise ProfileError(
+            f"{key}: expected a list of tables ([[scenario.auto_reply]] with match and reply), got {value!r}"
+        )
     rules = []
     for index, rule in enumerate(value, start=1):
         where = f"{key} rule {index}"
         if not isinstance(rule, dict):
-            raise ProfileError(f"{where}: expected a table such as {{ match = \"^ping$\", reply = \"pong\" }}, got {rule!r}")
+            raise ProfileError(
+                f"{where}: expected a table such as {{ match = \"^ping$\", reply = \"pong\" }}, got {rule!r}"
+            )
         unknown = sorted(set(rule) - {"match", "reply"})
         if unknown:
             raise ProfileError(f"{where}: unknown key {unknown[0]!r}", hint="a rule has match and reply")

@@ -51,7 +51,9 @@ class GraphQLWSSession:
             init["payload"] = self.payload
         self._outgoing.append(_dump(init))
 
-    def subscribe(self, op_id: str, query: str, variables: dict[str, Any] | None = None, operation_name: str | None = None) -> None:
+    def subscribe(
+        self, op_id: str, query: str, variables: dict[str, Any] | None = None, operation_name: str | None = None
+    ) -> None:
         """Queue a ``subscribe`` of ``query`` under ``op_id`` (a query or mutation gets one next, then complete)."""
         if op_id in self.active:
             raise ProtocolViolation(f"subscription id {op_id!r} is still active: the server would close with 4409")

@@ -118,7 +118,9 @@ class SocketIOSession:
     so the channel only has to keep reading.
     """
 
-    __slots__ = ("namespace", "auth", "ready", "refusal", "ended", "sid", "ping_interval", "_outgoing", "_next_id", "_opened")
+    __slots__ = (
+        "namespace", "auth", "ready", "refusal", "ended", "sid", "ping_interval", "_outgoing", "_next_id", "_opened"
+    )
 
     def __init__(self, namespace: str = "/", auth: Any = None) -> None:
         self.namespace = namespace
