@@ -219,10 +219,18 @@ class ScenarioSettings:
     #: A Python file whose ``function`` receives (connection, context) once per connection.
     file: str | None = None
     function: str = "scenario"
+    #: A protocol preset the connections speak (runner.load.protocols): "socket.io" or "graphql-ws".
+    protocol: str | None = None
+    #: Socket.IO namespace the connections join.
+    namespace: str = "/"
+    #: Socket.IO CONNECT auth / graphql-ws connection_init payload: a table of templates.
+    auth: dict[str, Any] | None = None
+    #: Heartbeats of protocols without a preset: ({"match": regex, "reply": template}, ...).
+    auto_reply: tuple[dict[str, str], ...] = ()
 
     @property
     def configured(self) -> bool:
-        return bool(self.steps) or self.file is not None
+        return bool(self.steps) or self.file is not None or self.protocol is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,7 +279,7 @@ class Profile:
             values = {k: v for k, v in values.items() if k in known}
             if section == "target" and values.get("command") is not None:
                 values["command"] = tuple(values["command"])
-            for key in ("subprotocols", "steps", "source"):
+            for key in ("subprotocols", "steps", "source", "auto_reply"):
                 if isinstance(values.get(key), list):
                     values[key] = tuple(values[key])
             kwargs[section] = klass(**values)
@@ -564,6 +572,43 @@ def _scenario_steps(value: Any, key: str) -> tuple[dict[str, Any], ...]:
     return validate_steps(value, key)
 
 
+def _protocol(value: Any, key: str) -> str:
+    from .load.protocols import PRESETS  # pure, like the steps
+
+    if value not in PRESETS:
+        raise ProfileError(
+            f"{key}: unknown protocol {value!r}",
+            hint=f"valid: {', '.join(repr(p) for p in PRESETS)}; without a preset leave it out",
+        )
+    return str(value)
+
+
+def _namespace(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ProfileError(f"{key}: expected a Socket.IO namespace such as \"/\" or \"/chat\", got {value!r}")
+    return value
+
+
+def _json_table(value: Any, key: str) -> dict[str, Any]:
+    import json
+
+    if not isinstance(value, dict):
+        raise ProfileError(
+            f"{key}: expected a table such as {{ token = \"tok-{{user_id}}\" }}, got {type(value).__name__}"
+        )
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"{key}: cannot be written as JSON ({exc})") from None
+    return value
+
+
+def _auto_reply(value: Any, key: str) -> tuple[dict[str, str], ...]:
+    from .load.protocols.auto_reply import validate_rules
+
+    return validate_rules(value, key)
+
+
 _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     "target": {
         "command": _command,
@@ -623,7 +668,15 @@ _SCHEMA: dict[str, dict[str, Callable[[Any, str], Any]]] = {
         "min_cycles": _number(int, minimum=1),
         "metrics_heap_live": _optional(_boolean),
     },
-    "scenario": {"steps": _scenario_steps, "file": _optional(_string), "function": _string},
+    "scenario": {
+        "steps": _scenario_steps,
+        "file": _optional(_string),
+        "function": _string,
+        "protocol": _optional(_protocol),
+        "namespace": _namespace,
+        "auth": _optional(_json_table),
+        "auto_reply": _auto_reply,
+    },
     "history": {
         "record": _boolean,
         "path": _optional(_string),
@@ -696,6 +749,7 @@ def parse_profile(
     _check_sampling(target, sections["sampling"])
     sections["load"] = _resolve_duration(sections["load"])
     _check_echo_only_keys(sections["load"], sections["scenario"])
+    _check_protocol(sections["scenario"])
     _resolve_files(sections, source)
     return Profile(name=name, source=source, **sections)
 
@@ -723,7 +777,6 @@ def _check_sampling(target: TargetSettings, sampling: SamplingSettings) -> None:
 #: [load] keys the plain echo loop honours and a scenario does not: key -> how a scenario does it.
 _ECHO_ONLY_KEYS = {
     "connections_per_user": "open the extra connections in a scenario file",
-    "drop_fraction": "end connections without a close handshake in a scenario file (conn.abort())",
 }
 
 
@@ -745,12 +798,31 @@ def _resolve_duration(load: LoadSettings) -> LoadSettings:
 
 def _check_echo_only_keys(load: LoadSettings, scenario: ScenarioSettings) -> None:
     """Refuse a [load] key that a scenario would silently ignore."""
-    if not (scenario.steps or scenario.file):
+    if not scenario.configured:
         return
     defaults = LoadSettings()
     for key, instead in _ECHO_ONLY_KEYS.items():
         if getattr(load, key) != getattr(defaults, key):
             raise ProfileError(f"load.{key} applies to the plain echo loop, not to a scenario", hint=f"drop load.{key}, or {instead}")
+
+
+def _check_protocol(scenario: ScenarioSettings) -> None:
+    """The steps speak the preset's protocol; preset keys need a preset; auto_reply is for runs without one."""
+    from .load.steps import check_protocol
+
+    check_protocol(scenario.steps, scenario.protocol)
+    if scenario.namespace != "/" and scenario.protocol != "socket.io":
+        raise ProfileError(
+            "scenario.namespace is a Socket.IO namespace",
+            hint='add protocol = "socket.io", or remove namespace',
+        )
+    if scenario.auth is not None and scenario.protocol is None:
+        raise ProfileError("scenario.auth is the handshake payload of a protocol preset, and no protocol is set",
+                           hint='add protocol = "socket.io" or "graphql-ws"; plain auth goes in headers or a step')
+    if scenario.auto_reply and scenario.protocol is not None:
+        raise ProfileError(f"scenario.auto_reply is for protocols without a preset; {scenario.protocol} answers its own "
+                           "heartbeats",
+                           hint="remove [[scenario.auto_reply]], or remove protocol")
 
 
 def _resolve_files(sections: dict[str, Any], source: str | None) -> None:

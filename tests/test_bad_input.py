@@ -63,6 +63,34 @@ def _refused(capsys, argv: list[str]) -> str:
         ("[target]\nurl = 'ws://127.0.0.1:{port}/'\n", "there is no target.command to give it a port"),
         ("load = 5\n", "'load' must be a table"),
         ("[load]\nusers = 5\n", "nothing to soak"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socketio'\n",
+         "scenario.protocol: unknown protocol 'socketio' (valid: 'socket.io', 'graphql-ws'; "
+         "without a preset leave it out)"),
+        (f"[target]\ncommand = {ECHO}\n[[scenario.steps]]\nemit = ['join', {{ room = 'r' }}]\n",
+         'scenario.steps step 1: emit needs [scenario] protocol = "socket.io" (no protocol is set)'),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n"
+         "[[scenario.steps]]\nemit = [{ room = 'r' }]\n",
+         "scenario.steps step 1.emit: expected a list whose first item is the event name, got [{'room': 'r'}]"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n[[scenario.steps]]\nemit = 42\n",
+         "scenario.steps step 1.emit: expected a list whose first item is the event name"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n[[scenario.steps]]\nsend = 'hi'\n",
+         "scenario.steps step 1: send is a plain WebSocket message, but the run speaks socket.io"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'graphql-ws'\n"
+         "[[scenario.steps]]\nemit_ack = ['x']\n",
+         'emit_ack needs [scenario] protocol = "socket.io" (the run speaks graphql-ws)'),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n"
+         "[[scenario.steps]]\nexpect_args = { a = 1 }\n",
+         "scenario.steps step 1: expect_args belongs to expect_event or emit_ack"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nnamespace = '/chat'\n", "scenario.namespace is a Socket.IO namespace"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nauth = {{ token = 'x' }}\n",
+         "scenario.auth is the handshake payload of a protocol preset"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\nauth = {{ token = '{{tok}}' }}\n",
+         "placeholder {tok} in '{tok}'"),
+        (f"[target]\ncommand = {ECHO}\n[[scenario.auto_reply]]\nmatch = '(ping'\nreply = 'pong'\n",
+         "scenario.auto_reply rule 1.match: '(ping' is not a regular expression"),
+        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'graphql-ws'\n"
+         "[[scenario.auto_reply]]\nmatch = 'ping'\nreply = 'pong'\n",
+         "scenario.auto_reply is for protocols without a preset; graphql-ws answers its own heartbeats"),
     ],
 )
 def test_bad_profile_is_one_line_naming_the_key(capsys, tmp_path, toml, message):

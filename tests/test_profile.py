@@ -93,9 +93,12 @@ def test_profile_round_trips_through_plain_data():
     assert again == profile
 
 
-def test_drop_fraction_is_a_share_and_needs_the_echo_loop():
+def test_drop_fraction_is_a_share_for_the_echo_loop_and_scenarios():
     assert parse_profile({"target": {"url": "ws://127.0.0.1:9/"}, "load": {"drop_fraction": 0.1}}).load.drop_fraction == 0.1
     with pytest.raises(ProfileError, match=r"load.drop_fraction: must be between 0 and 1, got 1.5"):
         parse_profile({"target": {"url": "ws://127.0.0.1:9/"}, "load": {"drop_fraction": 1.5}})
-    with pytest.raises(ProfileError, match="load.drop_fraction applies to the plain echo loop"):
-        parse_profile({"target": {"url": "ws://127.0.0.1:9/"}, "load": {"drop_fraction": 0.1}, "scenario": {"steps": [{"send": "hi"}]}})
+    url = {"url": "ws://127.0.0.1:9/"}
+    scenario = parse_profile({"target": url, "load": {"drop_fraction": 0.1}, "scenario": {"steps": [{"send": "hi"}]}})
+    assert scenario.load.drop_fraction == 0.1
+    with pytest.raises(ProfileError, match="load.connections_per_user applies to the plain echo loop"):
+        parse_profile({"target": url, "load": {"connections_per_user": 2}, "scenario": {"protocol": "socket.io"}})

@@ -183,6 +183,10 @@ class WebSocketClient:
                 self.sock.settimeout(self.timeout)
         return self._pending.pop(0)
 
+    def unread(self, messages: list[str | bytes]) -> None:
+        """Put messages back in front of the queue: the next ``recv`` calls return them first, in order."""
+        self._pending[:0] = messages
+
     def ping(self, payload: bytes = b"") -> None:
         self._require_open()
         self.protocol.send_ping(payload)

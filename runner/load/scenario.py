@@ -32,6 +32,7 @@ A :class:`ScenarioPlan` is built once per load process from the profile
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import itertools
 import json
@@ -48,8 +49,26 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ProfileError, UsageError
 from ..redact import MASK, redact_text
-from .client import WebSocketClient, WebSocketError
-from .steps import BUILTIN_FIELDS, Close, Exchange, Repeat, Step, Template, Wait, check_fields, compile_steps
+from .channel import Channel
+from .client import ConnectionClosedError, WebSocketClient, WebSocketError
+from .protocols import Incoming, Session
+from .protocols.auto_reply import AutoReply, compile_rules
+from .protocols.graphql_ws import SUBPROTOCOL, GraphQLWSSession
+from .protocols.socketio import SocketIOSession, socketio_url
+from .steps import (
+    BUILTIN_FIELDS,
+    Close,
+    Exchange,
+    ProtocolStep,
+    Repeat,
+    Step,
+    Template,
+    Wait,
+    _json_templates,
+    check_fields,
+    compile_steps,
+    render_json,
+)
 
 __all__ = [
     "ScenarioPlan",
@@ -64,6 +83,7 @@ __all__ = [
     "make_ssl_context",
     "load_code_scenario",
     "REQUEST_TYPE",
+    "drop_due",
 ]
 
 REQUEST_TYPE = "WS"
@@ -96,6 +116,16 @@ class ScenarioBug(Exception):
 
 #: What a cycle counts as a failed request rather than a bug.
 _FAILURES = (WebSocketError, OSError, ssl.SSLError, EOFError, AssertionError)
+
+
+def drop_due(credit: float, share: float) -> tuple[bool, float]:
+    """(drop this connection?, the new credit): every 1/share-th connection, evenly (load.drop_fraction)."""
+    if not share:
+        return False, credit
+    credit += share
+    if credit >= 1.0 - 1e-9:
+        return True, credit - 1.0
+    return False, credit
 
 
 # --- identity and TLS ----------------------------------------------------------------
@@ -237,15 +267,21 @@ def load_code_scenario(path: str, function: str = "scenario") -> Callable[..., A
 
 
 class ScenarioConnection:
-    """The connection a code scenario gets: send, recv with a timeout, close."""
+    """The connection a code scenario gets: send, recv with a timeout, close; a preset's events.
 
-    def __init__(self, client: WebSocketClient, timeout: float) -> None:
-        self._client = client
+    With ``[scenario] protocol = "socket.io"``: ``emit``, ``call`` (an emit that waits for its
+    ack) and ``recv_event``; with ``"graphql-ws"``: ``subscribe``, ``recv_next``, ``complete``.
+    Heartbeats are answered whenever the connection is read (``ctx.sleep`` reads too).
+    """
+
+    def __init__(self, channel: Channel | WebSocketClient, timeout: float) -> None:
+        self._channel = channel if isinstance(channel, Channel) else Channel(channel)
+        self._client = self._channel.client
         self.timeout = timeout
 
     @property
     def open(self) -> bool:
-        return self._client.open
+        return self._channel.open
 
     @property
     def subprotocol(self) -> str | None:
@@ -260,7 +296,9 @@ class ScenarioConnection:
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message; ``TimeoutError`` after ``timeout`` seconds (default: load.timeout)."""
-        return self._client.recv(timeout=self.timeout if timeout is None else timeout)
+        if self._channel.session is not None:
+            raise RuntimeError("conn.recv reads plain messages; with a protocol preset use recv_event or recv_next")
+        return self._channel.recv(self.timeout if timeout is None else timeout)
 
     def recv_json(self, timeout: float | None = None) -> Any:
         message = self.recv(timeout)
@@ -271,28 +309,104 @@ class ScenarioConnection:
 
     def close(self) -> None:
         """The closing handshake (the runner closes for you when the function returns)."""
-        self._client.close()
+        self._channel.close()
 
     def abort(self) -> None:
         """End the connection without the closing handshake, as a killed tab or a lost network does."""
-        self._client.abort()
+        self._channel.abort()
+
+    # --- socket.io ---
+
+    def _session(self, kind: type, method: str) -> Any:
+        session = self._channel.session
+        if not isinstance(session, kind):
+            preset = "socket.io" if kind is SocketIOSession else "graphql-ws"
+            raise RuntimeError(f"conn.{method} needs [scenario] protocol = {preset!r} in the profile")
+        return session
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Emit a Socket.IO event with ``args`` (JSON values)."""
+        self._session(SocketIOSession, "emit").emit(event, args)
+        self._channel.flush()
+
+    def call(self, event: str, *args: Any, timeout: float | None = None) -> list[Any]:
+        """Emit ``event`` and wait for its ack; returns the ack's arguments. Other events wait for recv_event."""
+        ack_id = self._session(SocketIOSession, "call").emit(event, args, ack=True)
+        self._channel.flush()
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            found = self._channel.take(lambda e: e.kind == "ack" and e.key == str(ack_id), time.monotonic() + seconds,
+                                       keep_others=True)
+        except TimeoutError:
+            raise TimeoutError(f"no ack of {event!r} within {seconds:g}s") from None
+        return list(found.data)
+
+    def recv_event(self, name: str | None = None, timeout: float | None = None) -> list[Any]:
+        """The arguments of the next Socket.IO event ``name`` (any event when None); others are skipped."""
+        self._session(SocketIOSession, "recv_event")
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            deadline = time.monotonic() + seconds
+            found = self._channel.take(lambda e: e.kind == "event" and name in (None, e.key), deadline)
+        except TimeoutError:
+            raise TimeoutError(f"no event {name or 'at all'!r} within {seconds:g}s") from None
+        return list(found.data) if name is not None else [found.key, *found.data]
+
+    # --- graphql-ws ---
+
+    def subscribe(self, op_id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        """Start the GraphQL operation ``query`` under ``op_id``."""
+        self._session(GraphQLWSSession, "subscribe").subscribe(op_id, query, variables)
+        self._channel.flush()
+
+    def recv_next(self, op_id: str, timeout: float | None = None) -> Any:
+        """The payload of the next result of ``op_id``; its error or complete fails the step."""
+        self._session(GraphQLWSSession, "recv_next")
+        seconds = self.timeout if timeout is None else timeout
+        try:
+            found = self._channel.take(lambda e: _next_of(e, op_id), time.monotonic() + seconds,
+                                       keep_others=lambda e: e.key != op_id)
+        except TimeoutError:
+            raise TimeoutError(f"no next of {op_id!r} within {seconds:g}s") from None
+        return found.data
+
+    def complete(self, op_id: str) -> None:
+        """Stop the GraphQL operation ``op_id``."""
+        self._session(GraphQLWSSession, "complete").complete(op_id)
+        self._channel.flush()
+
+
+def _next_of(event: Incoming, op_id: str | None, shown: Callable[[Any], str] = repr) -> bool:
+    """A next of ``op_id`` (any when None); an error or complete of it fails at once."""
+    if op_id is not None and event.key != op_id:
+        return False
+    if event.kind == "error":
+        raise ExpectationFailed(f"subscription {event.key!r} failed: {shown(event.data)}")
+    if event.kind == "complete" and op_id is not None:
+        raise ExpectationFailed(f"subscription {event.key!r} completed before the expected next")
+    return event.kind == "next"
 
 
 class ScenarioContext:
     """What a code scenario knows about its user, and how it times named steps."""
 
-    def __init__(self, fields: dict[str, Any], recorder: "_Recorder") -> None:
+    def __init__(self, fields: dict[str, Any], recorder: "_Recorder", channel: Channel | None = None) -> None:
         self.fields = fields
         self.user_id: int = fields["user_id"]
         self.n: int = fields["n"]
         self._recorder = recorder
+        self._channel = channel
 
     def render(self, template: str) -> str:
         """A template such as ``"user-{user_id}"`` with this user's fields."""
         return Template(template).render(self.fields)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)  # cooperative: Locust has monkey-patched time for gevent
+        """Pause; the connection keeps answering heartbeats meanwhile (cooperative under gevent)."""
+        if self._channel is not None and self._channel.open:
+            self._channel.idle(seconds)
+        else:
+            time.sleep(seconds)
 
     def fail(self, message: str) -> None:
         """Fail the current step (or the cycle) with ``message``."""
@@ -344,6 +458,7 @@ class _Recorder:
 class _UserState:
     user_id: int
     cycles: int = 0
+    drop_credit: float = 0.0
 
 
 @dataclass
@@ -361,6 +476,15 @@ class ScenarioPlan:
     notes: list[str] = field(default_factory=list)
     #: Added to every user id (distributed load: a distinct range per worker process).
     user_id_offset: int = 0
+    #: The preset the connections speak (runner.load.protocols): "socket.io", "graphql-ws" or None.
+    protocol: str | None = None
+    #: Socket.IO namespace.
+    namespace: str = "/"
+    #: Socket.IO CONNECT auth / graphql-ws connection_init payload (a JSON template), or None.
+    auth: Any = None
+    auto_reply: tuple[AutoReply, ...] = ()
+    #: load.drop_fraction: this share of connections ends without the closing handshake.
+    drop_fraction: float = 0.0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _bug_reported: bool = False
 
@@ -370,6 +494,8 @@ class ScenarioPlan:
         return self.identity.fields(user_id, n)
 
     def url_for(self, url: str, fields: Mapping[str, Any]) -> str:
+        if self.protocol == "socket.io":
+            url = socketio_url(url)
         if not self.identity.query:
             return url
         parts = urlsplit(url)
@@ -385,10 +511,25 @@ class ScenarioPlan:
             timeout=self.timeout if timeout is None else timeout,
             source_address=source_address,
             headers={name: template.render(fields) for name, template in identity.headers},
-            subprotocols=[t.render(fields) for t in identity.subprotocols] or None,
+            subprotocols=self._subprotocols(fields),
             origin=identity.origin.render(fields) if identity.origin else None,
             ssl_context=self.ssl_context,
         )
+
+    def _subprotocols(self, fields: Mapping[str, Any]) -> list[str] | None:
+        names = [t.render(fields) for t in self.identity.subprotocols]
+        if self.protocol == "graphql-ws" and SUBPROTOCOL not in names:
+            names.insert(0, SUBPROTOCOL)
+        return names or None
+
+    def session(self, fields: Mapping[str, Any]) -> Session | None:
+        """A new preset session for one connection (the auth payload rendered for this user)."""
+        auth = render_json(self.auth, fields) if self.auth is not None else None
+        if self.protocol == "socket.io":
+            return SocketIOSession(self.namespace, auth)
+        if self.protocol == "graphql-ws":
+            return GraphQLWSSession(auth)
+        return None
 
     def probe(self, url: str) -> None:
         """The readiness probe: one handshake (with user 1's identity, over TLS when wss://) and a close."""
@@ -409,50 +550,63 @@ class ScenarioPlan:
         return state
 
     def run_cycle(self, user: Any, *, url: str, source_address: str | None = None) -> None:
-        """Connect, run the scenario, hold, close: one connection of ``user`` (a ChurnUser)."""
+        """Connect, run the scenario, hold, close (or drop): one connection of ``user`` (a ChurnUser)."""
         state = self._state(user)
         fields = self.fields(state.user_id, state.cycles)
         state.cycles += 1
         recorder = _Recorder(user)
         client = self.client(url, fields, source_address=source_address)
-        if not recorder.time("connect", client.connect):
-            client.abort()
+        channel = Channel(client, self.session(fields), self.auto_reply, fields)
+        if not recorder.time("connect", channel.connect):
+            channel.abort()
             return
         user.counters.opened += 1
         try:
             if self.code is not None:
-                carry_on = self._run_code(client, fields, recorder)
+                carry_on = self._run_code(channel, fields, recorder)
             else:
-                carry_on = self._run_steps(self.steps, client, fields, recorder)
+                carry_on = self._run_steps(self.steps, channel, fields, recorder)
             if carry_on and self.hold:
-                carry_on = _idle(client, self.hold, user.counters)
-            if carry_on and client.open:
-                recorder.time("close", client.close)
+                carry_on = _idle(channel, self.hold, user.counters, getattr(user, "stopping", None))
+            if carry_on and channel.open:
+                drop, state.drop_credit = drop_due(state.drop_credit, self.drop_fraction)
+                recorder.time("drop" if drop else "close", channel.abort if drop else channel.close)
+            elif carry_on and channel.session is not None:  # the server ended a preset's session on its own
+                reason = channel.session.ended or "the connection closed"
+                closed = ConnectionClosedError(f"before the client's close: {reason}")
+                recorder.record("close", time.perf_counter(), closed)
         finally:
             if client.ending is None:  # else the server ended it, counted when it happened
-                client.abort()
+                channel.abort()
                 user.counters.closed += 1
 
-    def _run_steps(self, steps: tuple[Step, ...], client: WebSocketClient, fields: dict[str, Any], recorder: _Recorder) -> bool:
+    def _run_steps(
+        self, steps: tuple[Step, ...], channel: Channel, fields: dict[str, Any], recorder: _Recorder
+    ) -> bool:
         """Run steps in order; False when the cycle must end (a failure, or a close step)."""
         for step in steps:
             if isinstance(step, Wait):
-                if not _idle(client, step.seconds, recorder.user.counters):
+                if not _idle(channel, step.seconds, recorder.user.counters):
                     return False
             elif isinstance(step, Repeat):
                 for i in range(step.times):
-                    if not self._run_steps(step.steps, client, {**fields, "i": i}, recorder):
+                    if not self._run_steps(step.steps, channel, {**fields, "i": i}, recorder):
                         return False
             elif isinstance(step, Close):
-                recorder.time(step.name, client.close)
+                recorder.time(step.name, channel.close)
                 return False
             elif isinstance(step, Exchange):
                 payload = step.payload(fields)
-                if not recorder.time(step.name, lambda: self._exchange(step, payload, client, fields), len(payload or "")):
+                exchange = functools.partial(self._exchange, step, payload, channel, fields)
+                if not recorder.time(step.name, exchange, len(payload or "")):
+                    return False
+            elif isinstance(step, ProtocolStep):
+                if not recorder.time(step.name, functools.partial(self._preset_step, step, channel, fields)):
                     return False
         return True
 
-    def _exchange(self, step: Exchange, payload: str | None, client: WebSocketClient, fields: dict[str, Any]) -> None:
+    def _exchange(self, step: Exchange, payload: str | None, channel: Channel, fields: dict[str, Any]) -> None:
+        client = channel.client
         if payload is not None:
             client.send(payload)
         if step.expect is None:
@@ -472,8 +626,74 @@ class ScenarioPlan:
                 raise ExpectationFailed(f"{step.name}: no {step.expect.describe()} within {timeout:g}s{seen}") from None
             if step.expect.matches(message, fields):
                 return
+            if channel.auto_reply(message):
+                continue
             skipped += 1
             last = message
+
+    def _preset_step(self, step: ProtocolStep, channel: Channel, fields: dict[str, Any]) -> None:
+        """Send the step's emit/subscribe/complete, then wait for its ack, event or next."""
+        session = channel.session
+        op_id = step.op_id.render(fields) if step.op_id else None
+        ack_id: int | None = None
+        if step.action in ("emit", "emit_ack"):
+            assert isinstance(session, SocketIOSession)
+            name, *args = render_json(step.payload, fields)
+            ack_id = session.emit(str(name), args, ack=step.action == "emit_ack")
+        elif step.action == "subscribe":
+            assert isinstance(session, GraphQLWSSession) and op_id is not None
+            payload = render_json(step.payload, fields)
+            try:
+                session.subscribe(op_id, payload["query"], payload["variables"])
+            except ValueError as exc:
+                raise ExpectationFailed(f"{step.name}: {exc}") from None
+        elif step.action == "complete":
+            assert isinstance(session, GraphQLWSSession)
+            session.complete(Template(step.payload).render(fields))
+        channel.flush()
+        if step.action != "emit_ack" and step.expect is None:
+            return
+        timeout = step.timeout or self.timeout
+        expected = step.fields
+
+        def shown(data: Any) -> str:
+            return self._shown(json.dumps(data, separators=(",", ":")), fields)
+
+        def accept(event: Incoming) -> bool:
+            if ack_id is not None:
+                if event.kind != "ack" or event.key != str(ack_id):
+                    return False
+                if expected is not None and not expected.matches_value(event.data, fields):
+                    raise ExpectationFailed(f"the {step.describe()} came as {shown(event.data)}")
+                return True
+            if step.expect == "event":
+                ok = event.kind == "event" and step.event is not None and event.key == step.event.render(fields)
+            else:
+                ok = _next_of(event, op_id, shown)
+            return ok and (expected is None or expected.matches_value(event.data, fields))
+
+        skipped: list[Incoming] = []
+        count = [0]
+
+        def counted(event: Incoming) -> bool:
+            if accept(event):
+                return True
+            count[0] += 1
+            return False
+
+        # an ack or another subscription's results belong to later steps: kept; other events are skipped
+        keep: bool | Callable[[Incoming], bool] = ack_id is not None
+        if step.expect == "next" and op_id is not None:
+            keep = lambda event: event.key != op_id  # noqa: E731
+        try:
+            channel.take(counted, time.monotonic() + timeout, keep_others=keep, skipped=skipped)
+        except ExpectationFailed as exc:
+            raise ExpectationFailed(f"{step.name}: {exc}") from None
+        except TimeoutError:
+            last = "; nothing came" if not count[0] else f"; {count[0]} other event(s) came"
+            if skipped:
+                last += f", the last: {skipped[-1].kind} {skipped[-1].key!r} {shown(skipped[-1].data)}"
+            raise ExpectationFailed(f"{step.name}: no {step.describe()} within {timeout:g}s{last}") from None
 
     def _shown(self, message: str | bytes | None, fields: Mapping[str, Any]) -> str:
         """A server message for an error text: cut short, identity values and secrets masked."""
@@ -483,12 +703,12 @@ class ScenarioPlan:
         text = redact_text(text)
         return repr(text[:120] + ("..." if len(text) > 120 else ""))
 
-    def _run_code(self, client: WebSocketClient, fields: dict[str, Any], recorder: _Recorder) -> bool:
-        context = ScenarioContext(fields, recorder)
+    def _run_code(self, channel: Channel, fields: dict[str, Any], recorder: _Recorder) -> bool:
+        context = ScenarioContext(fields, recorder, channel)
         start = time.perf_counter()
         try:
             assert self.code is not None
-            self.code(ScenarioConnection(client, self.timeout), context)
+            self.code(ScenarioConnection(channel, self.timeout), context)
         except StepFailed:
             return False
         except _FAILURES as exc:
@@ -516,14 +736,22 @@ class ScenarioPlan:
         raise StopUser() from None
 
 
-def _idle(client: WebSocketClient, seconds: float, counters: Any) -> bool:
-    """Sleep with the connection watched (pings answered, a server close seen as it happens); False when it ended."""
-    client.watch(counters.server_ended)
+def _idle(channel: Channel, seconds: float, counters: Any, stopping: Any = None) -> bool:
+    """Idle on the connection for ``seconds``; False when the server ended it meanwhile.
+
+    A preset's session or auto-reply rules read the socket themselves (heartbeats answered, a
+    close seen by the read; the caller finds the channel not open). Otherwise the connection is
+    watched on the hub: pings answered, a server close or reset counted as it happens.
+    """
+    if channel.session is not None or channel.rules:
+        channel.idle(seconds, stopping)
+        return True
+    channel.client.watch(counters.server_ended)
     try:
-        time.sleep(seconds)  # cooperative: Locust has monkey-patched time for gevent
+        channel.idle(seconds, stopping)  # a cooperative sleep (Locust patched time for gevent)
     finally:
-        client.unwatch()
-    return client.ending is None
+        channel.client.unwatch()
+    return channel.client.ending is None
 
 
 def build_plan(profile: Any) -> ScenarioPlan | None:
@@ -548,22 +776,33 @@ def build_plan(profile: Any) -> ScenarioPlan | None:
     steps = compile_steps(scenario.steps) if scenario.steps else ()
     if steps:
         check_fields(steps, available, "scenario.steps")
+    if scenario.auth is not None:
+        check_fields(_json_templates(scenario.auth), available, "scenario.auth")
+    rules = compile_rules(scenario.auto_reply)
+    if rules:
+        check_fields([rule.reply for rule in rules], available, "scenario.auto_reply")
     code = load_code_scenario(scenario.file, scenario.function) if scenario.file else None
     wss = bool(target.url and target.url.startswith("wss://"))
-    if not (steps or code or identity.configured or wss or target.ca_bundle or target.insecure_tls):
+    tls = wss or target.ca_bundle or target.insecure_tls
+    if not (steps or code or identity.configured or tls or scenario.protocol or rules):
         return None
     notes = []
     if target.insecure_tls:
         notes.append("TLS certificate verification was OFF (target.insecure_tls = true): the server's identity was not checked")
     return ScenarioPlan(
         identity=identity,
-        steps=steps if steps else (() if code else _echo_steps(load)),
+        steps=steps if steps else (() if code or scenario.protocol else _echo_steps(load)),
         code=code,
         code_file=scenario.file,
         ssl_context=make_ssl_context(ca_bundle=target.ca_bundle, insecure=target.insecure_tls) if (wss or target.ca_bundle or target.insecure_tls) else None,
         timeout=load.timeout,
         hold=load.hold,
         notes=notes,
+        protocol=scenario.protocol,
+        namespace=scenario.namespace,
+        auth=scenario.auth,
+        auto_reply=rules,
+        drop_fraction=load.drop_fraction,
     )
 
 

@@ -13,6 +13,19 @@ Step kinds (by the keys a step table holds)::
     repeat    repeat = 3, steps = [ {...}, ... ]  ({i} is the iteration, from 0)
     close     close = true                     (closing handshake; ends the scenario)
 
+With ``[scenario] protocol = "socket.io"`` (see :mod:`runner.load.protocols`)::
+
+    emit = ["join", {room = "r"}]            an event (a string alone: an event without arguments)
+    emit_ack = ["join", {...}]                an event and its ack (awaited; expect_args checks the ack's arguments)
+    expect_event = "joined"                   wait for that event (others are skipped)
+    expect_args = {"0.room" = "r"}            dotted paths into the event's argument list
+
+With ``protocol = "graphql-ws"``::
+
+    subscribe = "subscription { ... }"        with variables = {...} and id = "s1" (default: the step's number)
+    expect_next = {"data.x.y" = 1}            wait for a next (of ``id`` when given); an error for it fails the step
+    complete = "s1"                           stop that subscription
+
 Any step may have a ``name``; an exchange's name is its Locust request name (unnamed
 exchanges are reported as ``step N``). Text values are templates: ``{user_id}``,
 ``{n}`` (the user's connection number), ``{i}``, ``{random}``, the columns of the
@@ -51,6 +64,10 @@ __all__ = [
     "compile_steps",
     "check_fields",
     "render_json",
+    "ProtocolStep",
+    "check_protocol",
+    "SOCKETIO_KEYS",
+    "GRAPHQL_KEYS",
 ]
 
 #: Fields every template may use; credentials CSV columns are added per run.
@@ -58,7 +75,13 @@ BUILTIN_FIELDS = frozenset({"user_id", "n", "i", "random"})
 #: Fields that are integers (so ``{name%K}`` works on them).
 _INTEGER_FIELDS = frozenset({"user_id", "n", "i"})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:%(\d+))?\}")
-_STEP_KEYS = ("name", "send", "send_json", "expect", "expect_regex", "expect_json", "timeout", "wait", "repeat", "steps", "close")
+_RAW_KEYS = ("send", "send_json", "expect", "expect_regex", "expect_json")
+#: Step keys of the presets (runner.load.protocols): they need [scenario] protocol.
+SOCKETIO_KEYS = ("emit", "emit_ack", "expect_event", "expect_args")
+GRAPHQL_KEYS = ("subscribe", "variables", "id", "expect_next", "complete")
+_STEP_KEYS = ("name", *_RAW_KEYS, "timeout", "wait", "repeat", "steps", "close", *SOCKETIO_KEYS, *GRAPHQL_KEYS)
+_PRESET_ACTIONS = ("emit", "emit_ack", "subscribe", "complete")
+_PRESET_EXPECTS = ("expect_event", "expect_next")
 
 
 # --- templates -------------------------------------------------------------------------
@@ -170,6 +193,10 @@ class JsonFields:
             data = json.loads(message)
         except (ValueError, TypeError):
             return False
+        return self.matches_value(data, fields)
+
+    def matches_value(self, data: Any, fields: Mapping[str, Any]) -> bool:
+        """The already decoded value (an event's argument list, a GraphQL payload) has the fields."""
         for path, want in self.expected:
             found, value = _lookup(data, path)
             if not found:
@@ -253,7 +280,42 @@ class Close:
     name: str = "close"
 
 
-Step = Exchange | Wait | Repeat | Close
+@dataclass(frozen=True)
+class ProtocolStep:
+    """A preset's step: one action (emit, emit_ack, subscribe, complete) and/or one awaited event; one request."""
+
+    name: str
+    #: "emit" | "emit_ack" | "subscribe" | "complete" | None (only expects)
+    action: str | None = None
+    #: emit: [event name, *args]; subscribe: {"query": ..., "variables": ...}; complete: the id (all templates)
+    payload: Any = None
+    #: The subscription id of subscribe / expect_next.
+    op_id: Template | None = None
+    #: "event" | "next" | None
+    expect: str | None = None
+    #: The awaited event's name (expect_event).
+    event: Template | None = None
+    #: expect_args / expect_next fields; for emit_ack, the ack's arguments.
+    fields: JsonFields | None = None
+    timeout: float | None = None
+
+    def templates(self) -> list[Template]:
+        found = _json_templates(self.payload)
+        found += [t for t in (self.op_id, self.event) if t is not None]
+        return found + (self.fields.templates() if self.fields else [])
+
+    def describe(self) -> str:
+        """What the step waits for, for its failure message."""
+        pairs = self.fields.expected if self.fields else ()
+        wanted = f" with {', '.join(f'{p} = {json.dumps(w)}' for p, w in pairs)}" if pairs else ""
+        if self.action == "emit_ack":
+            return f"ack of {self.payload[0]!r}" + wanted
+        if self.expect == "event":
+            return f"event {self.event.text if self.event else '?'!r}" + wanted
+        return f"next of {self.op_id.text if self.op_id else 'any subscription'!r}" + wanted
+
+
+Step = Exchange | Wait | Repeat | Close | ProtocolStep
 
 
 # --- validation ------------------------------------------------------------------------
@@ -302,16 +364,34 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
         if not isinstance(step["name"], str) or not step["name"].strip():
             raise ProfileError(f"{where}.name: expected a non-empty string, got {step['name']!r}")
         out["name"] = step["name"].strip()
-    sends = [k for k in ("send", "send_json") if k in step]
-    expects = [k for k in ("expect", "expect_regex", "expect_json") if k in step]
-    others = [k for k in ("wait", "repeat", "close") if k in step]
-    kinds = (["exchange"] if sends or expects else []) + others
+    sends: list[str] = [k for k in ("send", "send_json") if k in step]
+    expects: list[str] = [k for k in ("expect", "expect_regex", "expect_json") if k in step]
+    others: list[str] = [k for k in ("wait", "repeat", "close") if k in step]
+    actions: list[str] = [k for k in _PRESET_ACTIONS if k in step]
+    awaits: list[str] = [k for k in _PRESET_EXPECTS if k in step]
+    if (actions or awaits) and not others:
+        if sends or expects:
+            raise ProfileError(
+                f"{where}: {(sends + expects)[0]} and {(actions + awaits)[0]} cannot be in one step",
+                hint="send/expect are plain messages; a preset's steps use emit/expect_event or subscribe/expect_next",
+            )
+        return _validate_preset_step(step, where, out, actions, awaits)
+    for name in ("expect_args", "variables", "id"):
+        if name in step and not (actions or awaits):
+            raise ProfileError(
+                f"{where}: {name} belongs to {_OWNER[name]}",
+                hint=f"add {_OWNER[name]}, or remove {name}",
+            )
+    kinds = (["exchange"] if sends or expects or actions or awaits else []) + others
     if "steps" in step and "repeat" not in step:
         raise ProfileError(f"{where}: 'steps' belongs to a repeat block", hint="add repeat = N, or move the steps up")
     if len(kinds) != 1:
         if not kinds:
             raise ProfileError(f"{where}: the step does nothing", hint="give it send/send_json, expect/expect_regex/expect_json, wait, repeat or close")
-        raise ProfileError(f"{where}: {' and '.join([*sends[:1], *expects[:1], *others])} cannot be in one step", hint="split them into separate steps")
+        raise ProfileError(
+            f"{where}: {' and '.join([*[*sends, *expects][:1], *[*actions, *awaits][:1], *others])} cannot be in one step",
+            hint="split them into separate steps",
+        )
     if "timeout" in step and not expects:
         raise ProfileError(f"{where}: timeout applies to an expect", hint="add expect/expect_regex/expect_json, or remove timeout")
     if len(sends) > 1:
@@ -370,6 +450,128 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
     return out
 
 
+_OWNER = {"expect_args": "expect_event or emit_ack", "variables": "subscribe", "id": "subscribe or expect_next"}
+
+
+def _json_value(value: Any, where: str) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"{where}: cannot be written as JSON ({exc})") from None
+    for template in _json_templates(value):
+        _check_template(template.text, where)
+
+
+def _text_value(step: dict[str, Any], name: str, where: str) -> str:
+    value = step[name]
+    if not isinstance(value, str) or not value.strip():
+        raise ProfileError(f"{where}.{name}: expected non-empty text, got {value!r}")
+    _check_template(value, f"{where}.{name}")
+    return value
+
+
+def _validate_preset_step(
+    step: dict[str, Any], where: str, out: dict[str, Any], actions: list[str], awaits: list[str]
+) -> dict[str, Any]:
+    """The keys of a Socket.IO or GraphQL step (which preset the run speaks is checked by check_protocol)."""
+    if len(actions) > 1 or len(awaits) > 1:
+        pair = actions if len(actions) > 1 else awaits
+        raise ProfileError(
+            f"{where}: {pair[0]} and {pair[1]} cannot be in one step",
+            hint="split them into separate steps",
+        )
+    socketio_keys = [k for k in step if k in SOCKETIO_KEYS]
+    graphql_keys = [k for k in step if k in GRAPHQL_KEYS]
+    if socketio_keys and graphql_keys:
+        raise ProfileError(
+            f"{where}: mixes Socket.IO keys ({', '.join(socketio_keys)}) with GraphQL keys ({', '.join(graphql_keys)})",
+            hint="a run speaks one protocol",
+        )
+    if "emit_ack" in step and "expect_event" in step:
+        raise ProfileError(f"{where}: emit_ack waits for its ack, not for an event",
+                           hint="expect the event in the next step; expect_args here checks the ack's arguments")
+    if "expect_args" in step and not ({"expect_event", "emit_ack"} & set(step)):
+        raise ProfileError(
+            f"{where}: expect_args belongs to expect_event or emit_ack",
+            hint="add expect_event = \"name\"",
+        )
+    if "variables" in step and "subscribe" not in step:
+        raise ProfileError(
+            f"{where}: variables belong to subscribe",
+            hint="add subscribe = \"subscription { ... }\", or remove variables",
+        )
+    if "id" in step and not ({"subscribe", "expect_next"} & set(step)):
+        raise ProfileError(
+            f"{where}: id belongs to subscribe or expect_next",
+            hint="complete takes the id as its value: complete = \"s1\"",
+        )
+    if "timeout" in step and not (awaits or "emit_ack" in step):
+        raise ProfileError(
+            f"{where}: timeout applies to what a step waits for",
+            hint="add expect_event/expect_next or use emit_ack, or remove timeout",
+        )
+    for name in ("emit", "emit_ack"):
+        if name in step:
+            value = step[name]
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not value or not isinstance(value[0], str) or not value[0].strip():
+                raise ProfileError(
+                    f"{where}.{name}: expected a list whose first item is the event name, got {step[name]!r}",
+                    hint=f'write {name} = ["join", {{ room = "lobby" }}] ({name} = "ping": an event without arguments)',
+                )
+            _json_value(value, f"{where}.{name}")
+            out[name] = value
+    if "subscribe" in step:
+        out["subscribe"] = _text_value(step, "subscribe", where)
+    if "variables" in step:
+        if not isinstance(step["variables"], dict):
+            raise ProfileError(
+                f"{where}.variables: expected a table such as {{ room = \"lobby\" }}, got {step['variables']!r}"
+            )
+        _json_value(step["variables"], f"{where}.variables")
+        out["variables"] = step["variables"]
+    for name in ("id", "complete", "expect_event"):
+        if name in step:
+            out[name] = _text_value(step, name, where)
+    for name in ("expect_args", "expect_next"):
+        if name in step:
+            table = step[name]
+            if not isinstance(table, dict) or (name == "expect_args" and not table):
+                raise ProfileError(
+                    f"{where}.{name}: expected a table of dotted paths, e.g. {{ \"0.room\" = \"r\" }}, got {table!r}"
+                )
+            _json_value(table, f"{where}.{name}")
+            out[name] = dict(_flatten(table))
+    if "timeout" in step:
+        seconds = _duration(step["timeout"], f"{where}.timeout")
+        if seconds <= 0:
+            raise ProfileError(f"{where}.timeout: must be longer than zero, got {step['timeout']!r}")
+        out["timeout"] = seconds
+    return out
+
+
+def check_protocol(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], protocol: str | None,
+                   key: str = "scenario.steps", _path: tuple[int, ...] = ()) -> None:
+    """Every step speaks the run's protocol: preset keys need their preset, plain send/expect need none."""
+    for index, step in enumerate(steps, start=1):
+        path = (*_path, index)
+        where = _where(key, path)
+        for family, keys in (("socket.io", SOCKETIO_KEYS), ("graphql-ws", GRAPHQL_KEYS)):
+            used = [k for k in keys if k in step]
+            if used and protocol != family:
+                now = f"the run speaks {protocol}" if protocol else "no protocol is set"
+                hint = f"add protocol = \"{family}\" under [scenario]" if not protocol else "a run speaks one protocol"
+                raise ProfileError(f"{where}: {used[0]} needs [scenario] protocol = \"{family}\" ({now})", hint=hint)
+        raw = [k for k in _RAW_KEYS if k in step]
+        if raw and protocol:
+            preset_keys = "emit/emit_ack/expect_event" if protocol == "socket.io" else "subscribe/expect_next/complete"
+            raise ProfileError(f"{where}: {raw[0]} is a plain WebSocket message, but the run speaks {protocol}",
+                               hint=f"use {preset_keys}, or remove [scenario] protocol")
+        if "steps" in step:
+            check_protocol(step["steps"], protocol, key, path)
+
+
 def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """Nested tables become dotted paths: {user = {id = 1}} -> [("user.id", 1)]."""
     items: list[tuple[str, Any]] = []
@@ -396,6 +598,8 @@ def compile_steps(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], _pat
             compiled.append(Close(step.get("name", "close")))
         elif "repeat" in step:
             compiled.append(Repeat(int(step["repeat"]), compile_steps(step["steps"], path)))
+        elif any(k in step for k in (*_PRESET_ACTIONS, *_PRESET_EXPECTS)):
+            compiled.append(_compile_preset_step(step, path))
         else:
             expect: Matcher | None = None
             if "expect" in step:
@@ -417,10 +621,35 @@ def compile_steps(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], _pat
     return tuple(compiled)
 
 
+def _compile_preset_step(step: dict[str, Any], path: tuple[int, ...]) -> ProtocolStep:
+    number = ".".join(str(p) for p in path)
+    action = next((k for k in _PRESET_ACTIONS if k in step), None)
+    payload: Any = None
+    if action in ("emit", "emit_ack"):
+        payload = list(step[action])
+    elif action == "subscribe":
+        payload = {"query": step["subscribe"], "variables": step.get("variables") or None}
+    elif action == "complete":
+        payload = step["complete"]
+    expect = "event" if "expect_event" in step else "next" if "expect_next" in step else None
+    table = step.get("expect_args", step.get("expect_next"))
+    op_id = step.get("id") or (number if action == "subscribe" else None)
+    return ProtocolStep(
+        name=step.get("name") or f"step {number}",
+        action=action,
+        payload=payload,
+        op_id=Template(op_id) if op_id else None,
+        expect=expect,
+        event=Template(step["expect_event"]) if "expect_event" in step else None,
+        fields=JsonFields(tuple(table.items())) if table is not None else None,
+        timeout=step.get("timeout"),
+    )
+
+
 def _all_templates(steps: tuple[Step, ...]) -> list[Template]:
     found: list[Template] = []
     for step in steps:
-        if isinstance(step, Exchange):
+        if isinstance(step, (Exchange, ProtocolStep)):
             found += step.templates()
         elif isinstance(step, Repeat):
             found += _all_templates(step.steps)

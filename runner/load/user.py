@@ -24,6 +24,7 @@ from locust import User, constant, task
 from ..profile import LoadSettings
 from .client import WebSocketClient, WebSocketError
 from .counters import LoadCounters
+from .scenario import drop_due
 
 __all__ = ["make_user_class", "REQUEST_TYPE"]
 
@@ -139,14 +140,8 @@ class ChurnUser(User):
 
     def _drop_next(self) -> bool:
         """True when this connection is to be dropped: every 1/drop_fraction-th, evenly, per user."""
-        share = self.settings.drop_fraction
-        if not share:
-            return False
-        self._drop_credit += share
-        if self._drop_credit >= 1.0 - 1e-9:
-            self._drop_credit -= 1.0
-            return True
-        return False
+        drop, self._drop_credit = drop_due(self._drop_credit, self.settings.drop_fraction)
+        return drop
 
     def _release(self, client: WebSocketClient) -> None:
         """Release the socket and count the connection as closed, whatever state it is in."""
