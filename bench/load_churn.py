@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-from runner.target import free_port, wait_for_port
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from runner.target import free_port, wait_for_port
 
 __all__ = ["main"]
 
@@ -131,7 +130,7 @@ CONTENDERS = {
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     try:
         wait_for_port(port, timeout=timeout)
-    except TimeoutError as exc:
+    except TimeoutError:
         raise SystemExit(f'the echo server never listened on port {port}') from None
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import psutil
 
 from runner.profile import parse_profile
-from runner.units import format_duration, parse_duration
 from runner.results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
+from runner.units import format_duration, parse_duration
 
 __all__ = ["main", "sample_runner", "last_sample"]
 

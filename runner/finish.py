@@ -6,18 +6,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .analysis import Analysis, Verdict, analyse
-from .analysis.sequential import at_look, stopping_reason
 import numpy as np
 from scipy import stats
 
+from .analysis import Analysis, Verdict, analyse
+from .analysis.sequential import at_look, stopping_reason
 from .profile import AnalysisSettings, Profile
-from .units import format_bytes
 from .redact import redact_data, redact_text
 from .report import render_report
 from .results import RunFolder, RunRecord, write_json
 from .sampling.memray_capture import ensure_reduced
 from .summary import build_summary
+from .units import format_bytes
 
 __all__ = ["finish_run", "evaluate", "judge", "write_outputs", "rerender_report"]
 

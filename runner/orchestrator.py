@@ -8,8 +8,6 @@ finished so ``soak analyze`` and ``soak report`` can work from it.
 
 from __future__ import annotations
 
-from .load import driver as _driver_module  # noqa: F401  (import Locust, i.e. gevent patching, first)
-
 import functools
 import os
 import platform
@@ -30,10 +28,11 @@ import psutil
 
 from .errors import LoadError, SoakError, TargetError, UsageError
 from .finish import finish_run
+from .load import driver as _driver_module  # noqa: F401  (import Locust, i.e. gevent patching, first)
 from .load.capacity import LoadPlan, cpu_check, is_loopback_host, plan_load, read_port_range
 from .load.client import WebSocketClient
-from .load.cpu import SaturationTracker
 from .load.counters import latency_summary
+from .load.cpu import SaturationTracker
 from .load.distributed import WorkerCounters
 from .load.driver import LoadDriver
 from .load.responsiveness import LoopLag
@@ -44,9 +43,17 @@ from .profile import Profile
 from .progress import Progress
 from .redact import redact_command, redact_data
 from .results import FORMAT_VERSION, RunFolder, SampleWriter, write_json
-from .sampling.memray_attach import attach as memray_attach, detach as memray_detach
+from .sampling.memray_attach import attach as memray_attach
+from .sampling.memray_attach import detach as memray_detach
 from .sampling.memray_capture import MemrayFiles
-from .sampling.memray_run import MEMORY_INTERVAL_MS, MEMRAY_STARTUP_FACTOR, checkpoint_interval, plan_memray, request_chain, request_freeze
+from .sampling.memray_run import (
+    MEMORY_INTERVAL_MS,
+    MEMRAY_STARTUP_FACTOR,
+    checkpoint_interval,
+    plan_memray,
+    request_chain,
+    request_freeze,
+)
 from .sampling.process import TreeSampler
 from .sampling.runtimes import prepare_launch, runtime_of_process
 from .sampling.runtimes.tier import RuntimeTier
@@ -274,9 +281,9 @@ class _Run:
         previous = (self.now(), 0)
         while True:
             gevent.sleep(1.0)
-            counters = self.driver.counters if self.driver else None
-            if counters is None:
+            if self.driver is None:
                 continue
+            counters = self.driver.counters
             _trim_per_second_counts(self.driver.environment.stats)
             now = self.now()
             rate = (counters.closed - previous[1]) / max(now - previous[0], 1e-9)
@@ -493,9 +500,10 @@ class _Run:
             self.enter("baseline")
             self.wait(self.profile.phases.baseline)
             self.enter("ramp")
-            self.driver.start()
+            driver = self.driver
+            driver.start()
             ramp_limit = self.profile.load.users / self.profile.load.spawn_rate * 3 + 30
-            if not self.wait(ramp_limit, until=lambda: self.driver.ramped):
+            if not self.wait(ramp_limit, until=lambda: driver.ramped):
                 self.notes.append(f"ramp did not reach {self.profile.load.users} users within {ramp_limit:.0f}s")
             self.enter("steady")
             self.runtime.steady_started()
@@ -609,10 +617,11 @@ class _Run:
         request_chain(self.folder.path)  # memray: what keeps the leak, found while it is still held
         stopping = self.driver.stop_users()
         drain = min(self.profile.phases.drain, 5.0) if quick else self.profile.phases.drain
+        counters = self.driver.counters
         try:
-            closed = self.wait(drain, until=lambda: stopping.dead and self.driver.counters.open == 0, allow_interrupt=allow_interrupt)
+            closed = self.wait(drain, until=lambda: stopping.dead and counters.open == 0, allow_interrupt=allow_interrupt)
             if not closed:
-                self.notes.append(f"{self.driver.counters.open} connections were still open {drain:g}s after the load stopped")
+                self.notes.append(f"{counters.open} connections were still open {drain:g}s after the load stopped")
             if not quick:
                 self.enter("cooldown")
                 self.wait(self.profile.phases.cooldown, allow_interrupt=allow_interrupt)

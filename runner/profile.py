@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .errors import ProfileError
-from .units import parse_duration
+from .units import format_duration, parse_duration
 
 __all__ = [
     "Profile",

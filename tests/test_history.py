@@ -9,10 +9,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from bench.report_bench import synthetic_run
+from runner.cli import main
 from runner.errors import UsageError
 from runner.finish import finish_run
 from runner.history import History, entry_from_summary, find_regressions, resolve_path
-from runner.cli import main
 
 
 def soak(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

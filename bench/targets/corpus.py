@@ -26,7 +26,6 @@ view would not without native tracking.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import ctypes
 import gc

@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 
 from ..errors import EXIT_RUN_ERROR, EXIT_USAGE, SoakError
 from ..redact import redact_text
-from . import analyze, report, run, worker, history
+from . import analyze, history, report, run, worker
 
 __all__ = ["main", "COMMANDS"]
 

@@ -12,19 +12,17 @@ Two shapes behind one interface:
 
 from __future__ import annotations
 
-import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
-import gevent
-
 import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
+import gevent
+import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
 from locust.env import Environment
-from locust.runners import LocalRunner, MasterRunner
-from locust.runners import STATE_MISSING
+from locust.runners import STATE_MISSING, LocalRunner, MasterRunner
 from locust.stats import StatsEntry
 
 from ..errors import LoadError
@@ -198,7 +196,8 @@ class LoadDriver:
         """Note a worker whose heartbeats stopped reaching the master (Locust marks it missing)."""
         if not self.plan.distributed:
             return
-        for node_id, node in list(self.runner.clients.items()):
+        clients = getattr(self.runner, "clients", {})  # a MasterRunner's workers
+        for node_id, node in list(clients.items()):
             if node.state == STATE_MISSING and node_id not in self._silent:
                 self._silent.add(node_id)
                 self._notes.append(f"load worker {node_id} went silent (no heartbeat for 3 s); Locust gives its users to the others")

@@ -7,8 +7,6 @@ the load settings when the worker says hello (see :mod:`runner.load.distributed`
 
 from __future__ import annotations
 
-import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
-
 import logging
 import os
 import resource
@@ -19,6 +17,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
 import locust.runners
 from locust.env import Environment
 

@@ -15,9 +15,9 @@ import jinja2
 import markupsafe
 
 from ..analysis.keepers import keeper_lines
-from ..units import format_bytes
 from ..redact import redact_data, redact_text
 from ..results import RunRecord
+from ..units import format_bytes
 from .charts import all_charts
 
 __all__ = ["render_report", "LOG_TAIL_LINES", "TREND_TABLE_RUNS"]

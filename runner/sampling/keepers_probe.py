@@ -381,8 +381,9 @@ class Probe:
         mine = {id(samples), *(id(item) for item in samples)}  # our own references are not the target's
         best: dict[str, Any] | None = None
         for _, name, sample in samples[:5]:  # the richest first: the first path from a user global wins
-            path = self._path_to_root(sample, began, mine)
-            if path is not None:
+            root_path = self._path_to_root(sample, began, mine)
+            if root_path is not None:
+                path = root_path
                 found = {"type": name, "grew": grown[name], "path": path}
                 if path[0].split(".")[0] in self._seen:
                     return found
@@ -555,8 +556,8 @@ class Probe:
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and isinstance(obj, asyncio.Task):
             coro = obj.get_coro()
-            code = getattr(coro, "cr_code", None)
-            return f"asyncio task {_code_label(code, self._cwd)}" if code is not None else "asyncio task"
+            task_code = getattr(coro, "cr_code", None)
+            return f"asyncio task {_code_label(task_code, self._cwd)}" if task_code is not None else "asyncio task"
         return type(obj).__name__
 
     def _hop(self, obj: Any, child: Any) -> list[str] | None:

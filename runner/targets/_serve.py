@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -33,7 +33,7 @@ def add_keepalive_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds a pong may take before the server closes the connection (default {PING_TIMEOUT:g})")
 
 
-def keepalive(args: argparse.Namespace) -> dict[str, float | None]:
+def keepalive(args: argparse.Namespace) -> dict[str, Any]:
     """websockets' ``serve`` keyword arguments for the parsed keepalive options."""
     return {
         "ping_interval": getattr(args, "ping_interval", PING_INTERVAL),
@@ -48,7 +48,7 @@ def _seconds_or_off(text: str) -> float | None:
     return value or None
 
 
-async def _serve_until_stopped(handler: Handler, host: str, port: int, options: dict[str, float | None]) -> None:
+async def _serve_until_stopped(handler: Handler, host: str, port: int, options: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -43,7 +43,7 @@ def _die_with_parent() -> None:
         pass
 
 
-async def serve_worker(host: str, port: int, leak_bytes: int, options: dict[str, float | None] | None = None) -> None:
+async def serve_worker(host: str, port: int, leak_bytes: int, options: dict[str, Any] | None = None) -> None:
     """One worker: an echo server on a SO_REUSEPORT socket until SIGTERM or SIGINT."""
     kept: list[bytearray] = []  # only with --leak-bytes: the deliberate leak
 

@@ -19,7 +19,7 @@ STEPS = ("auth", "join", "broadcast", "leave")
 
 def chat_plan(**load):
     data = load_profile(ROOT / "profiles" / "chat.toml").to_dict()
-    raw = {"target": {"command": data["target"]["command"]}, "load": {**{"headers": data["load"]["headers"]}, **load}}
+    raw = {"target": {"command": data["target"]["command"]}, "load": {"headers": data["load"]["headers"], **load}}
     steps = __import__("tomllib").loads((ROOT / "profiles" / "chat.toml").read_text())["scenario"]["steps"]
     return build_plan(parse_profile({**raw, "scenario": {"steps": steps}}))
 

@@ -7,7 +7,17 @@ import json
 import pytest
 
 from runner.errors import ProfileError
-from runner.load.steps import Exchange, JsonFields, Regex, Repeat, Substring, Template, compile_steps, render_json, validate_steps
+from runner.load.steps import (
+    Exchange,
+    JsonFields,
+    Regex,
+    Repeat,
+    Substring,
+    Template,
+    compile_steps,
+    render_json,
+    validate_steps,
+)
 from runner.profile import load_profile, parse_profile
 
 TARGET = {"command": "{python} -m runner.targets.chat --port {port}"}
