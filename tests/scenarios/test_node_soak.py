@@ -99,6 +99,7 @@ def test_a_small_last_seen_record_per_user_is_a_leak_in_two_minutes(tmp_path):
     assert summary["sites"] and "echo.js" in summary["sites"][0]["location"], summary["sites"][:3]
 
 
+@pytest.mark.slow  # the default suite checks the same by the probe itself (tests/sampling/test_node_probe.py)
 def test_soak_by_pid_of_a_running_node_server_leaves_no_inspector_behind(tmp_path):
     if port_in_use(9229):
         pytest.skip("port 9229 is in use here: SIGUSR1 could not open an inspector")
