@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
+import psutil
 import pytest
 
-from tests.conftest import ROOT, soak
+from runner.target import free_port, port_in_use, wait_for_port
+from tests.conftest import ROOT, soak, stop_process
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (.ci/run installs it)")
 
@@ -94,3 +97,46 @@ def test_a_small_last_seen_record_per_user_is_a_leak_in_two_minutes(tmp_path):
     heap = summary["metrics"]["heap"]
     assert heap["verdict"] == "leak" and 80 <= heap["slope_per_connection"] <= 400, heap
     assert summary["sites"] and "echo.js" in summary["sites"][0]["location"], summary["sites"][:3]
+
+
+@pytest.mark.slow  # the default suite checks the same by the probe itself (tests/sampling/test_node_probe.py)
+def test_soak_by_pid_of_a_running_node_server_leaves_no_inspector_behind(tmp_path):
+    if port_in_use(9229):
+        pytest.skip("port 9229 is in use here: SIGUSR1 could not open an inspector")
+    port = free_port()
+    server = subprocess.Popen(
+        ["node", "examples/node/echo.js", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        out = tmp_path / "pid"
+        result = soak(
+            "run",
+            "--pid",
+            str(server.pid),
+            "--users",
+            "20",
+            "--spawn-rate",
+            "20",
+            "--duration",
+            "12s",
+            "--quiet",
+            "--out",
+            str(out),
+        )
+        summary = _summary(out)
+        assert result.returncode in (0, 4), result.stdout + result.stderr
+        assert summary["runtime"]["enabled"] and summary["runtime"]["checkpoints"] >= 3, summary["notes"]
+        assert server.poll() is None  # SIGUSR1 opened the inspector, it did not kill the server
+        listening = {
+            c.laddr.port
+            for c in psutil.Process(server.pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {port}  # the inspector is closed again
+        _no_secret_urls(out)
+    finally:
+        stop_process(server)

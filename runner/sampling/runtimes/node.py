@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import AbstractSet, Any, Iterator, Sequence
 
 import psutil
 
@@ -179,7 +179,10 @@ class _Inspector:
     url: str  # ws://host:port/UUID: never printed
 
 
-def _find_inspector(procs: Sequence[psutil.Process], skip: set[tuple[int, int]] = frozenset()) -> list[_Inspector]:  # type: ignore[assignment]
+def _find_inspector(
+    procs: Sequence[psutil.Process], skip: AbstractSet[tuple[int, int]] = frozenset()
+) -> list[_Inspector]:
+    """The inspectors among ``procs``' loopback listening sockets (``skip``: (pid, port) known not to be one)."""
     found = []
     for proc in procs:
         for host, port in sorted(_loopback_listening(proc)):
