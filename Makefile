@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky soak-release test test-slow test-faults bench-selfsoak bench-detect bench-report bench-load bench-capacity bench-memray clean
+.PHONY: help install soak soak-leaky soak-release test test-slow test-faults bench-selfsoak bench-detect bench-report bench-load bench-capacity bench-memray bench-runtime clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-capacity: $(STAMP) ## 50,000 concurrent connections held: errors and clien
 
 bench-memray: $(STAMP) ## memray's cost: churn and target CPU with/without it side by side, capture MB and analysis s per 1,000 connections (~3 min)
 	$(BIN)/python bench/memray_bench.py $(BENCH_ARGS)
+
+bench-runtime: $(STAMP) ## the runtime heap tier's cost on a Node server: CPU per 1,000 connections with/without it side by side, GC share (~2 min, needs node)
+	$(BIN)/python bench/runtime_bench.py $(BENCH_ARGS)
 
 clean: ## remove .venv, caches and run folders
 	rm -rf $(VENV) .pytest_cache .coverage .coverage.* htmlcov *.egg-info

@@ -394,7 +394,8 @@ class _Run:
             workers.append(gevent.spawn(self._sample_loop))
             workers.append(gevent.spawn(self._progress_loop))
             self.runtime.start()  # before the load: the heap profiler samples from here on
-            workers.append(gevent.spawn(self.runtime.loop, lambda: self.state.phase, steady_seconds=self.profile.load.duration))
+            steady = self.profile.load.duration
+            workers.append(gevent.spawn(self.runtime.loop, lambda: self.state.phase, steady_seconds=steady))
             self.enter("baseline")
             self.wait(self.profile.phases.baseline)
             self.enter("ramp")

@@ -140,6 +140,11 @@ def _mask_flag(match: re.Match[str]) -> str:
     return f"{match.group('dashes')}{match.group('name')}{match.group('sep')}{MASK}"
 
 
+def _without_debugger_id(url: str) -> str:
+    """A ws:// or wss:// URL with a debugger session id in its path masked."""
+    return _DEBUGGER_ID.sub(MASK, url) if url[:2].lower() == "ws" else url
+
+
 def redact_text(text: str, *, secrets: Iterable[str] | None = None) -> str:
     """Free text (log lines, error messages, command lines) with secrets masked.
 
@@ -151,7 +156,7 @@ def redact_text(text: str, *, secrets: Iterable[str] | None = None) -> str:
     for value in sorted(known_secrets() if secrets is None else secrets, key=len, reverse=True):
         if value and value in text:
             text = text.replace(value, MASK)
-    text = _URL.sub(lambda m: redact_url(_DEBUGGER_ID.sub(MASK, m.group(0)) if m.group(0)[:2].lower() == "ws" else m.group(0)), text)
+    text = _URL.sub(lambda m: redact_url(_without_debugger_id(m.group(0))), text)
     text = _SCHEME_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _mask_assignments(text)
     return _FLAG.sub(_mask_flag, text)

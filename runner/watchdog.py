@@ -61,7 +61,8 @@ def close_inspector(url: str, timeout: float = 5.0) -> None:
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
     mask = os.urandom(4)
     length = len(message)
-    header = bytes([0x81]) + (bytes([0x80 | length]) if length < 126 else bytes([0x80 | 126]) + length.to_bytes(2, "big"))
+    size = bytes([0x80 | length]) if length < 126 else bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    header = bytes([0x81]) + size
     frame = header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(message))
     try:
         with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:

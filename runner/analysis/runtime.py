@@ -41,8 +41,10 @@ def reduce_checkpoints(lines: Iterable[Mapping[str, Any]], runtime: str | None =
     each site has ``live`` (bytes, 0 where a checkpoint did not list it) and, where the
     runtime counts instances, ``count``, aligned with ``points`` (the checkpoints' wall times).
     """
-    rows = sorted((line for line in lines if line.get("wall") is not None and line.get("heap") is not None),
-                  key=lambda line: float(line["wall"]))
+    rows = sorted(
+        (line for line in lines if line.get("wall") is not None and line.get("heap") is not None),
+        key=lambda line: float(line["wall"]),
+    )
     points = [float(line["wall"]) for line in rows]
     index: dict[tuple[str, str], dict[str, Any]] = {}
     for k, line in enumerate(rows):
@@ -51,8 +53,13 @@ def reduce_checkpoints(lines: Iterable[Mapping[str, Any]], runtime: str | None =
             count = entry[3] if len(entry) > 3 else None
             site = index.get((location, function))
             if site is None:
-                site = index[(location, function)] = {"location": location, "function": function, "stack": [],
-                                                      "live": [0] * len(rows), "count": None}
+                site = index[(location, function)] = {
+                    "location": location,
+                    "function": function,
+                    "stack": [],
+                    "live": [0] * len(rows),
+                    "count": None,
+                }
             site["live"][k] = int(live)
             if count is not None:
                 if site["count"] is None:
@@ -115,11 +122,19 @@ def snapshot_growth(diff: Mapping[str, Any] | None, samples: Sequence[Mapping[st
             row["bytes_per_connection"] = round(group["bytes_delta"] / connections, 1)
             row["count_per_connection"] = round(group["count_delta"] / connections, 3)
         groups.append(row)
-    return {"why": diff.get("why"), "connections": int(connections) if connections is not None else None, "groups": groups}
+    return {
+        "why": diff.get("why"),
+        "connections": int(connections) if connections is not None else None,
+        "groups": groups,
+    }
 
 
-def runtime_summary(reduced: Mapping[str, Any] | None, finish: Mapping[str, Any] | None, run_record: Mapping[str, Any] | None,
-                    samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def runtime_summary(
+    reduced: Mapping[str, Any] | None,
+    finish: Mapping[str, Any] | None,
+    run_record: Mapping[str, Any] | None,
+    samples: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     """summary.json's ``runtime``: which runtime, how many checkpoints, their GC share, the snapshot diff, notes."""
     if not reduced:
         return {"enabled": False}

@@ -295,7 +295,9 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def combine(results: Mapping[str, MetricResult], *, runtime: str | None = None) -> tuple[Verdict, list[str], list[str]]:
+def combine(
+    results: Mapping[str, MetricResult], *, runtime: str | None = None
+) -> tuple[Verdict, list[str], list[str]]:
     """The overall verdict from the per-metric tiers: (verdict, reasons, notes).
 
     ``runtime`` names the garbage-collected runtime whose probe measured ``heap`` (and
@@ -342,7 +344,8 @@ def combine(results: Mapping[str, MetricResult], *, runtime: str | None = None) 
     if unsure:
         return Verdict.INCONCLUSIVE, [r.reason for r in unsure] + reasons_first, notes
     if reasons_first:
-        return Verdict.PASS, reasons_first + ["no other metric grew with connections: " + "; ".join(r.reason for r in results.values())], notes
+        others = "no other metric grew with connections: " + "; ".join(r.reason for r in results.values())
+        return Verdict.PASS, reasons_first + [others], notes
     return Verdict.PASS, ["no metric grew with connections: " + "; ".join(r.reason for r in results.values())], notes
 
 

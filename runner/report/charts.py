@@ -55,7 +55,7 @@ PHASE_COLOURS = {
     "cooldown": "#eeeeee",
 }
 METRIC_COLOURS = {"rss": "#1f77b4", "uss": "#2ca02c", "heap": "#d62728", "fds": "#9467bd", "threads": "#8c564b"}
-METRIC_LABELS = {"rss": "RSS", "uss": "USS", "heap": "Python heap", "fds": "file descriptors", "threads": "threads"}
+METRIC_LABELS = {"rss": "RSS", "uss": "USS", "heap": "heap after GC", "fds": "file descriptors", "threads": "threads"}
 _WIDTH = 9.0  # inches at 100 dpi: 900 px, scaled down by CSS on narrow screens
 
 

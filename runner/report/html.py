@@ -139,6 +139,7 @@ def render_report(
         "sites": (safe_summary.get("sites") or [])[:20],
         "flamegraph": redact_text(str(memray["flamegraph"])) if memray.get("flamegraph") else None,
         "memray": redact_data(dict(memray)),
+        "runtime": redact_data(dict(summary.get("runtime") or {})),
         "charts": charts,
         "run_seconds": _run_seconds(phases),
         "locust": redact_data(record.locust_stats or {}),

@@ -31,16 +31,16 @@ def test_multi_worker_uvicorn_samples_every_worker(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: the Node.js example target cannot run")
-def test_node_target_is_judged_from_process_metrics_and_memray_is_skipped(tmp_path):
+def test_node_target_keeping_buffers_is_a_native_leak_and_memray_is_skipped(tmp_path):
     out = tmp_path / "node"
-    # the profile's heap cap: V8 collects its garbage promptly, so the RSS slope is the leak
-    command = "node --max-old-space-size=16 --max-semi-space-size=1 examples/node/echo.js --port {port} --leak-bytes 16384"
+    # a Buffer per connection: invisible to V8's heap, reported by the runtime as external memory
+    command = "node examples/node/echo.js --port {port} --leak-bytes 16384"
     result = soak("run", str(ROOT / "profiles" / "node-echo.toml"), "--target", command, *SHORT, "--memray", "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert result.returncode == 1, result.stdout + result.stderr
-    assert summary["verdict"] == "leak" and summary["metrics"]["rss"]["verdict"] == "leak"
-    assert {"rss", "fds", "threads"} <= set(summary["metrics"])
-    assert (summary["metrics"].get("heap") or {}).get("slope_per_connection") is None  # no Python heap for Node
+    # in a 6 s run the paced heap checkpoints are too few to judge; RSS (and, longer, native) catch it
+    assert summary["verdict"] == "leak" and summary["metrics"]["native"]["verdict"] in ("leak", "inconclusive"), summary["reasons"]
+    assert {"heap", "native", "rss", "fds", "threads"} <= set(summary["metrics"])
     assert any("memray skipped" in note for note in summary["notes"]), summary["notes"]
     assert summary["load"]["errors"] == 0
-    assert (out / "target.log").read_text().startswith("listening on ws://127.0.0.1:")
+    assert "listening on ws://127.0.0.1:" in (out / "target.log").read_text()

@@ -8,10 +8,11 @@ never assumed. One CDP session serves the whole run:
 
 - ``start()``: ``HeapProfiler.startSampling`` (32 KiB interval, live objects only: both
   ``includeObjectsCollectedBy*GC`` false, else it reports cumulative allocations);
-- ``checkpoint()``: ``HeapProfiler.collectGarbage`` (a full GC), ``Runtime.getHeapUsage``
-  (the live heap), ``process.memoryUsage()`` (``external``, which includes
-  ``arrayBuffers``: Buffer memory the JS heap does not hold), and the sampling profile
-  flattened to live bytes per function;
+- ``checkpoint()``: a full GC (``HeapProfiler.getSamplingProfile`` runs one itself, so no
+  ``HeapProfiler.collectGarbage`` is added while sampling: one collection per checkpoint),
+  the sampling profile flattened to live bytes per function, then ``Runtime.getHeapUsage``
+  (the live heap) and ``process.memoryUsage()`` (``external``, which includes
+  ``arrayBuffers``: Buffer memory the JS heap does not hold);
 - ``finish()``: when native memory grew or the sampled functions explain less than half
   of the heap's growth, a heap-snapshot diff between the start and the end of the steady
   phase, by constructor and closure location, with one retainer chain from a root;
@@ -43,9 +44,9 @@ from typing import Any, Iterator, Sequence
 
 import psutil
 
+from ... import watchdog
 from ...load.client import WebSocketClient, WebSocketError
 from ...target import port_in_use
-from ... import watchdog
 from ...watchdog import CLOSE_INSPECTOR
 from . import Checkpoint, LaunchPlan, ProbeUnavailable, RuntimeSite
 
@@ -99,7 +100,9 @@ def _shebang_node(path: str) -> bool:
             first = fh.readline(200)
     except OSError:
         return False
-    return first.startswith(b"#!") and any(is_node_executable(word) for word in first[2:].decode(errors="replace").split())
+    return first.startswith(b"#!") and any(
+        is_node_executable(word) for word in first[2:].decode(errors="replace").split()
+    )
 
 
 def launch_kind(argv: Sequence[str]) -> str | None:
@@ -126,8 +129,12 @@ def prepare_launch(argv: Sequence[str], env: dict[str, str]) -> LaunchPlan:
     out_env = dict(env)
     options = out_env.get("NODE_OPTIONS", "")
     if any(a.startswith("--inspect") for a in argv) or "--inspect" in options:
-        return LaunchPlan(list(argv), out_env, runtime="node",
-                          notes=["node heap probe: the command opens its own inspector; the probe uses it where it listens"])
+        return LaunchPlan(
+            list(argv),
+            out_env,
+            runtime="node",
+            notes=["node heap probe: the command opens its own inspector; the probe uses it where it listens"],
+        )
     if kind == "direct":
         return LaunchPlan([argv[0], INSPECT_FLAG, *argv[1:]], out_env, runtime="node")
     out_env["NODE_OPTIONS"] = f"{options} {INSPECT_FLAG}".strip()
@@ -252,8 +259,9 @@ class CdpSession:
         self.broken = False
         self.events: list[dict[str, Any]] = []
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT,
-             on_event: Any = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float = CALL_TIMEOUT, on_event: Any = None
+    ) -> dict[str, Any]:
         """The ``result`` of ``method``; ProbeUnavailable on an error reply, a timeout or a closed session."""
         if self.broken:
             raise ProbeUnavailable(f"node heap probe: the inspector session is gone ({method} not sent)")
@@ -270,7 +278,9 @@ class CdpSession:
                 message = json.loads(self.client.recv(timeout=remaining))
                 if message.get("id") == ident:
                     if "error" in message:
-                        raise ProbeUnavailable(f"node heap probe: {method} failed: {message['error'].get('message', 'error')}")
+                        raise ProbeUnavailable(
+                            f"node heap probe: {method} failed: {message['error'].get('message', 'error')}"
+                        )
                     return dict(message.get("result") or {})
                 if on_event is not None and "method" in message:
                     on_event(message)
@@ -279,7 +289,9 @@ class CdpSession:
             raise ProbeUnavailable(f"node heap probe: {method} got no answer within {timeout:g}s") from None
         except (OSError, WebSocketError, ValueError) as exc:
             self.broken = True
-            raise ProbeUnavailable(f"node heap probe: the inspector session failed during {method} ({type(exc).__name__})") from None
+            raise ProbeUnavailable(
+                f"node heap probe: the inspector session failed during {method} ({type(exc).__name__})"
+            ) from None
         finally:
             self.busy = False
 
@@ -299,7 +311,7 @@ class CdpSession:
 
 
 def _display_url(url: str) -> str:
-    path = url[len("file://"):] if url.startswith("file://") else url
+    path = url[len("file://") :] if url.startswith("file://") else url
     if path.startswith("/"):
         try:
             rel = os.path.relpath(path)
@@ -312,6 +324,11 @@ def _display_url(url: str) -> str:
 def _is_user_frame(frame: dict[str, Any]) -> bool:
     url = frame.get("url") or ""
     return bool(url) and not url.startswith(("node:", "internal/")) and not url.startswith("file:///node:")
+
+
+def _is_user_location(location: str) -> bool:
+    """A site in the server's own code (not node's internals, not native)."""
+    return not location.startswith(("node:", "internal/", "(native)"))
 
 
 def _frame_text(frame: dict[str, Any]) -> tuple[str, str]:
@@ -402,7 +419,9 @@ class NodeProbe:
         try:
             self.session = CdpSession(self._url)
         except (OSError, WebSocketError) as exc:
-            raise ProbeUnavailable(f"node heap probe: cannot connect to the inspector of pid {self.pid} ({type(exc).__name__})") from None
+            raise ProbeUnavailable(
+                f"node heap probe: cannot connect to the inspector of pid {self.pid} ({type(exc).__name__})"
+            ) from None
         if opened_here:
             self._watchdog = _start_inspector_watchdog(self._url)
 
@@ -414,32 +433,38 @@ class NodeProbe:
     def start(self) -> None:
         """Start the sampling heap profiler (live objects only)."""
         self._call("HeapProfiler.enable")
-        self._call("HeapProfiler.startSampling", {
-            "samplingInterval": SAMPLING_INTERVAL,
-            "includeObjectsCollectedByMajorGC": False,
-            "includeObjectsCollectedByMinorGC": False,
-        })
+        self._call(
+            "HeapProfiler.startSampling",
+            {
+                "samplingInterval": SAMPLING_INTERVAL,
+                "includeObjectsCollectedByMajorGC": False,
+                "includeObjectsCollectedByMinorGC": False,
+            },
+        )
         self.sampling = True
 
     def checkpoint(self) -> Checkpoint:
         """A full GC, then the live heap, Buffer/external memory and live bytes per function."""
         began = time.monotonic()
-        self._call("HeapProfiler.collectGarbage")
-        usage = self._call("Runtime.getHeapUsage")
-        memory = self._memory_usage()
         sites: tuple[RuntimeSite, ...] = ()
-        if self.sampling:
+        if self.sampling:  # getSamplingProfile runs the full GC itself: one collection per checkpoint, not two
             profile = self._call("HeapProfiler.getSamplingProfile").get("profile") or {}
             sites = tuple(flatten_profile(profile.get("head") or {}))
+        else:
+            self._call("HeapProfiler.collectGarbage")
+        usage = self._call("Runtime.getHeapUsage")
+        memory = self._memory_usage()
         heap = int(usage.get("usedSize") or 0)
         native = int(memory["external"]) if memory.get("external") is not None else None
         self._history.heap.append(heap)
         self._history.native.append(native or 0)
-        self._history.sites.append(sum(s.live_bytes for s in sites))
+        self._history.sites.append(sum(s.live_bytes for s in sites if _is_user_location(s.location)))
         return Checkpoint(heap=heap, native=native, sites=sites, gc_seconds=time.monotonic() - began)
 
     def _memory_usage(self) -> dict[str, Any]:
-        reply = self._call("Runtime.evaluate", {"expression": "JSON.stringify(process.memoryUsage())", "returnByValue": True})
+        reply = self._call(
+            "Runtime.evaluate", {"expression": "JSON.stringify(process.memoryUsage())", "returnByValue": True}
+        )
         try:
             return dict(json.loads(reply["result"]["value"]))
         except (KeyError, TypeError, ValueError):
@@ -484,7 +509,7 @@ class NodeProbe:
         if native > SNAPSHOT_MIN_GROWTH:
             return f"native (Buffer/external) memory grew {native} bytes over the steady phase"
         if heap > SNAPSHOT_MIN_GROWTH and sites < heap / 2:
-            return f"the sampled functions explain {max(sites, 0)} of the heap's {heap} bytes of growth"
+            return f"the server's own functions explain {max(sites, 0)} of the heap's {heap} bytes of growth"
         return None
 
     def _snapshot(self, *, keep_graph: bool) -> dict[str, Any]:
@@ -494,8 +519,11 @@ class NodeProbe:
             if message.get("method") == "HeapProfiler.addHeapSnapshotChunk":
                 chunks.append(message["params"]["chunk"])
 
-        self._call("HeapProfiler.takeHeapSnapshot", {"reportProgress": False, "treatGlobalObjectsAsRoots": True,
-                                                       "captureNumericValue": False}, on_event=collect)
+        self._call(
+            "HeapProfiler.takeHeapSnapshot",
+            {"reportProgress": False, "treatGlobalObjectsAsRoots": True, "captureNumericValue": False},
+            on_event=collect,
+        )
         wall = time.time()
         try:
             snapshot = json.loads("".join(chunks))
@@ -550,7 +578,9 @@ class NodeProbe:
                 session.close()
             self.session = None
         if self.opened_here and _listening(self.pid, self.port):
-            notes.append(f"node heap probe: the inspector of pid {self.pid} is still listening on 127.0.0.1:{self.port}")
+            notes.append(
+                f"node heap probe: the inspector of pid {self.pid} is still listening on 127.0.0.1:{self.port}"
+            )
         _release_watchdog(self._watchdog, closed=not _listening(self.pid, self.port))
         self._watchdog = None
         return notes
@@ -625,29 +655,48 @@ def summarise_snapshot(snapshot: dict[str, Any], scripts: dict[int, str], *, kee
     result: dict[str, Any] = {"groups": {k: {"count": v[0], "bytes": v[1]} for k, v in groups.items()}}
     if keep_graph:
         result["graph"] = {
-            "nodes": nodes, "width": width, "edges": snapshot["edges"], "edge_width": len(edge_fields),
-            "f_edges": f_edges, "f_name": f_name, "f_type": f_type, "f_id": f_id, "strings": strings,
-            "node_types": node_types, "edge_types": edge_types,
-            "e_type": edge_fields.index("type"), "e_name": edge_fields.index("name_or_index"),
-            "e_to": edge_fields.index("to_node"), "members": members,
+            "nodes": nodes,
+            "width": width,
+            "edges": snapshot["edges"],
+            "edge_width": len(edge_fields),
+            "f_edges": f_edges,
+            "f_name": f_name,
+            "f_type": f_type,
+            "f_id": f_id,
+            "strings": strings,
+            "node_types": node_types,
+            "edge_types": edge_types,
+            "e_type": edge_fields.index("type"),
+            "e_name": edge_fields.index("name_or_index"),
+            "e_to": edge_fields.index("to_node"),
+            "members": members,
         }
     return result
 
 
-def diff_groups(start: dict[str, Any], end: dict[str, Any], graph: dict[str, Any] | None, *,
-                limit: int = SNAPSHOT_GROUPS) -> list[dict[str, Any]]:
+def diff_groups(
+    start: dict[str, Any], end: dict[str, Any], graph: dict[str, Any] | None, *, limit: int = SNAPSHOT_GROUPS
+) -> list[dict[str, Any]]:
     """The groups that gained most bytes between two snapshots, each with one retainer chain."""
     rows = []
     for key, after in end.items():
         before = start.get(key, {"count": 0, "bytes": 0})
         grown = after["bytes"] - before["bytes"]
         if grown > 0 and after["count"] > before["count"]:
-            rows.append({"group": key, "count_delta": after["count"] - before["count"], "bytes_delta": grown,
-                         "count_end": after["count"], "bytes_end": after["bytes"]})
+            rows.append(
+                {
+                    "group": key,
+                    "count_delta": after["count"] - before["count"],
+                    "bytes_delta": grown,
+                    "count_end": after["count"],
+                    "bytes_end": after["bytes"],
+                }
+            )
     rows.sort(key=lambda r: r["bytes_delta"], reverse=True)
-    rows = rows[:limit]
+    closures = [r for r in rows if "() at " in r["group"]][: limit // 2]  # closures name the code that keeps them
+    rows = rows[:limit] + [r for r in closures if r not in rows[:limit]]
     if graph is not None:
-        paths = _retainer_paths(graph, [r["group"] for r in rows[:3]])
+        paths = _retainer_paths(graph, [r["group"] for r in rows[:3]] + [r["group"] for r in closures[:3]])
         for row in rows:
             if row["group"] in paths:
                 row["retainers"] = paths[row["group"]]
@@ -657,8 +706,8 @@ def diff_groups(start: dict[str, Any], end: dict[str, Any], graph: dict[str, Any
 def _retainer_paths(graph: dict[str, Any], groups: Sequence[str]) -> dict[str, list[str]]:
     """Shortest chain from the snapshot root to the newest member of each group (weak edges skipped)."""
     nodes, width, edges, ew = graph["nodes"], graph["width"], graph["edges"], graph["edge_width"]
-    f_edges, e_type, e_name, e_to = graph["f_edges"], graph["e_type"], graph["e_name"], graph["e_to"]
-    strings, edge_types = graph["strings"], graph["edge_types"]
+    f_edges, e_type, e_to = graph["f_edges"], graph["e_type"], graph["e_to"]
+    edge_types = graph["edge_types"]
     wanted: dict[int, str] = {}
     for group in groups:
         member_list = graph["members"].get(group) or []
@@ -721,7 +770,10 @@ def _start_inspector_watchdog(url: str) -> subprocess.Popen[bytes] | None:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-S", _WATCHDOG_SCRIPT, "--close-inspector"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except OSError:
         return None
@@ -779,11 +831,16 @@ def _open_attached(pid: int) -> NodeProbe:
         proc = psutil.Process(pid)
         exe = proc.exe() or proc.name()
     except psutil.AccessDenied:
-        raise ProbeUnavailable(f"node heap probe: process {pid} belongs to another user; run soak as that user") from None
+        raise ProbeUnavailable(
+            f"node heap probe: process {pid} belongs to another user; run soak as that user"
+        ) from None
     except psutil.Error:
         raise ProbeUnavailable(f"node heap probe: no process {pid}") from None
     if not is_node_executable(exe):
-        raise ProbeUnavailable(f"node heap probe: process {pid} is not node (its program is {os.path.basename(exe)}), so SIGUSR1 is not sent")
+        raise ProbeUnavailable(
+            f"node heap probe: process {pid} is not node (its program is {os.path.basename(exe)}), "
+            "so SIGUSR1 is not sent"
+        )
     if proc.uids().real != os.getuid() and os.getuid() != 0:
         raise ProbeUnavailable(f"node heap probe: process {pid} belongs to another user; run soak as that user")
     try:
@@ -791,11 +848,16 @@ def _open_attached(pid: int) -> NodeProbe:
     except psutil.Error:
         words = []
     if "--disable-sigusr1" in words:
-        raise ProbeUnavailable(f"node heap probe: process {pid} runs with --disable-sigusr1, so its inspector cannot be opened")
+        raise ProbeUnavailable(
+            f"node heap probe: process {pid} runs with --disable-sigusr1, so its inspector cannot be opened"
+        )
     before = _find_inspector([proc])
     if before:  # already open (by its owner): use it, and leave it as found
-        return NodeProbe(before[0], opened_here=False,
-                         notes=[f"node heap probe: pid {pid} already had its inspector open; it is left open after the run"])
+        return NodeProbe(
+            before[0],
+            opened_here=False,
+            notes=[f"node heap probe: pid {pid} already had its inspector open; it is left open after the run"],
+        )
     port = _inspect_port(proc)
     if port and port_in_use(port):
         raise ProbeUnavailable(
@@ -815,14 +877,16 @@ def _open_attached(pid: int) -> NodeProbe:
             if not inspector.host.startswith("127.") and inspector.host != "::1":
                 probe = NodeProbe(inspector, opened_here=True)
                 probe.close()
-                raise ProbeUnavailable(f"node heap probe: pid {pid} opened its inspector on {inspector.host}, not loopback; closed it again")
+                raise ProbeUnavailable(
+                    f"node heap probe: pid {pid} opened its inspector on {inspector.host}, not loopback; "
+                    "closed it again"
+                )
             return NodeProbe(inspector, opened_here=True)
         time.sleep(0.1)
     raise ProbeUnavailable(
         f"node heap probe: pid {pid} did not open an inspector within {INSPECTOR_WAIT:g}s of SIGUSR1 "
         "(its own SIGUSR1 handler, or the inspector disabled)"
     )
-
 
 
 def handles_command(argv: Sequence[str]) -> bool:

@@ -46,8 +46,9 @@ FINISH = "finish.json"
 CLOSE_WAIT = 15.0
 
 
-def next_interval(gc_seconds: float, *, share: float = GC_SHARE, minimum: float = MIN_INTERVAL,
-                  maximum: float | None = None) -> float:
+def next_interval(
+    gc_seconds: float, *, share: float = GC_SHARE, minimum: float = MIN_INTERVAL, maximum: float | None = None
+) -> float:
     """Seconds until the next checkpoint, so that collections take at most ``share`` of the time
     (capped at ``maximum``, never below ``minimum``)."""
     interval = max(minimum, gc_seconds / share)
@@ -82,8 +83,10 @@ class RuntimeTier:
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = self.probe.runtime
         self.opened_at = time.monotonic()
-        self._note(f"{self.probe.runtime} heap probe: the live heap of pid {pid} is read after a forced GC at paced checkpoints "
-                   f"(at most {GC_SHARE:.0%} of wall time)")
+        self._note(
+            f"{self.probe.runtime} heap probe: the live heap of pid {pid} is read after a forced GC "
+            f"at paced checkpoints (at most {GC_SHARE:.0%} of wall time)"
+        )
         return True
 
     def record(self) -> dict[str, Any] | None:
@@ -93,10 +96,17 @@ class RuntimeTier:
         wall = time.monotonic() - self.opened_at if self.opened_at is not None else None
         share = self.gc_seconds / wall if wall else None
         if share is not None and share > 2 * GC_SHARE:
-            self._note(f"{self.name} heap probe: the forced collections took {share:.0%} of wall time (a large heap; "
-                       f"at least {MIN_STEADY_CHECKPOINTS} checkpoints per steady phase are kept for the verdict)")
-        return {"runtime": self.name, "checkpoints": self.checkpoints, "gc_seconds": round(self.gc_seconds, 3),
-                "gc_share": round(self.gc_seconds / wall, 4) if wall else None}
+            self._note(
+                f"{self.name} heap probe: the forced collections took {share:.0%} of wall time (a large or busy "
+                f"heap; at least {MIN_STEADY_CHECKPOINTS} checkpoints per steady phase are kept for the verdict; "
+                "a longer steady phase spaces them out)"
+            )
+        return {
+            "runtime": self.name,
+            "checkpoints": self.checkpoints,
+            "gc_seconds": round(self.gc_seconds, 3),
+            "gc_share": round(self.gc_seconds / wall, 4) if wall else None,
+        }
 
     def _guarded(self, what: str, action: Callable[[RuntimeProbe], Any]) -> Any:
         """Run ``action(probe)`` under the lock; a ProbeUnavailable is a note and ends the tier."""
@@ -138,8 +148,14 @@ class RuntimeTier:
                 entry.append(list(site.stack))
                 self._seen.add(key)
             sites.append(entry)
-        line = {"wall": round(time.time(), 3), "phase": phase, "heap": point.heap, "native": point.native,
-                "gc_seconds": round(point.gc_seconds, 4), "sites": sites}
+        line = {
+            "wall": round(time.time(), 3),
+            "phase": phase,
+            "heap": point.heap,
+            "native": point.native,
+            "gc_seconds": round(point.gc_seconds, 4),
+            "sites": sites,
+        }
         with open(self.root / CHECKPOINTS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.checkpoints += 1
