@@ -11,6 +11,7 @@ seconds they took (the server is paused for the forced GC and the profile) and t
 share of wall time.
 
     .venv/bin/python bench/runtime_bench.py [--seconds 15] [--rounds 2] [--concurrency 20] [--leak user-state]
+    .venv/bin/python bench/runtime_bench.py --runtime jvm   # the bundled Java server, the JVM probe
 
 Everything runs on 127.0.0.1 and stops by itself.
 """
@@ -42,6 +43,7 @@ from runner.target import free_port, wait_for_port  # noqa: E402
 __all__ = ["main"]
 
 ECHO = str(ROOT / "examples" / "node" / "echo.js")
+JAVA_SERVER = str(ROOT / "runner" / "targets" / "java" / "Server.java")
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Contender:
     name: str
     probed: bool
     leak: str | None = None
+    runtime: str = "node"  # or "jvm": the bundled Java server (any --leak value turns on its leak)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     probe: RuntimeProbe | None = None
@@ -63,15 +66,18 @@ class Contender:
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        argv = ["node", ECHO, "--port", str(self.port)] + (["--leak", self.leak] if self.leak else [])
+        if self.runtime == "jvm":
+            argv = ["java", JAVA_SERVER, "--port", str(self.port)] + (["--leak"] if self.leak else [])
+        else:
+            argv = ["node", ECHO, "--port", str(self.port)] + (["--leak", self.leak] if self.leak else [])
         env = dict(os.environ)
         if self.probed:
             plan = prepare_launch(argv, env)
             argv, env = plan.argv, plan.env
         self.process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, timeout=60)
+        wait_for_port(self.port, timeout=120)  # `java File.java` compiles first
         if self.probed:
-            self.probe = open_probe(self.process.pid, started=True, runtime="node", serving_port=self.port)
+            self.probe = open_probe(self.process.pid, started=True, runtime=self.runtime, serving_port=self.port)
             self.probe.start()
             self.started = time.monotonic()
             self._thread = threading.Thread(target=self._checkpoints, daemon=True)
@@ -133,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--leak", default=None, help="a leak of examples/node/echo.js for both servers (e.g. user-state)"
     )
+    parser.add_argument("--runtime", choices=("node", "jvm"), default="node",
+                        help="node: examples/node/echo.js; jvm: runner/targets/java/Server.java")
     args = parser.parse_args(argv)
-    plain, probed = Contender("node", False, args.leak), Contender("node + heap tier", True, args.leak)
+    plain = Contender(args.runtime, False, args.leak, args.runtime)
+    probed = Contender(f"{args.runtime} + heap tier", True, args.leak, args.runtime)
     try:
         plain.start()
         probed.start()

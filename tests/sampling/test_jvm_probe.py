@@ -256,8 +256,9 @@ def test_soak_run_by_pid_of_a_jvm_leaves_no_recording(leaky: Jvm, tmp_path: Path
     out = tmp_path / "run"
     result = soak("run", str(profile), "--pid", str(leaky.pid), "--url", leaky.url, "--out", str(out), "--quiet",
                   timeout=300)
-    assert result.returncode in (0, 1, 3), result.stdout + result.stderr
+    assert result.returncode in (0, 1, 4), result.stdout + result.stderr  # a short run may be inconclusive
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["runtime"]["checkpoints"] >= 2, summary["runtime"]
     assert summary["runtime"]["enabled"] and summary["runtime"]["runtime"] == "jvm", summary["runtime"]
     assert "soak-runner" not in AttachClient(leaky.pid).jcmd("JFR.check")
     assert leaky.process.poll() is None  # an attached server is never stopped by the run

@@ -192,19 +192,22 @@ class AttachClient:
         if not int(status.get("SigCgt", "0"), 16) & _SIGQUIT_BIT:
             raise ProbeUnavailable(f"JVM {pid} does not handle SIGQUIT (-Xrs, or still starting): attaching would "
                                    "kill it; start it without -Xrs for the heap tier")
-        trigger = None
+        trigger, present = None, False
         for folder in (f"/proc/{pid}/cwd", f"{self.root}/tmp"):
             candidate = f"{folder}/.attach_pid{self.nspid}"
             try:
                 with open(candidate, "x"):
                     pass
-                trigger = candidate
+                trigger, present = candidate, True
                 break
             except FileExistsError:
-                trigger = None  # someone else (jcmd) is attaching right now; their file serves us too
+                present = True  # someone else (jcmd) is attaching right now; their file serves us too
                 break
             except OSError:
                 continue
+        if not present:  # without the file SIGQUIT only prints a thread dump into the server's output
+            raise ProbeUnavailable(f"JVM {pid}: cannot create its attach trigger file (.attach_pid{self.nspid}) in "
+                                   "its working folder or /tmp; its heap is not read, RSS still is")
         try:
             os.kill(pid, signal.SIGQUIT)
             deadline = time.monotonic() + timeout
