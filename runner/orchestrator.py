@@ -449,6 +449,8 @@ class _Run:
             return
         start = self.state.phases[-1]["start"]
         self.looks = Looks(self.profile, self.folder, clock=lambda: self.now() - start, progress=self.progress)
+        planned = f"steady churn: {self.profile.load.planned}, judged at {self.looks.plan.count} planned looks"
+        self.progress.note(planned)
         judge = gevent.spawn(self.looks.loop)
         try:
             self.wait(self.profile.load.duration, until=self.looks.is_decided)
