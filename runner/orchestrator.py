@@ -578,6 +578,8 @@ class _Run:
         start = self.state.phases[-1]["start"]
         self.looks = Looks(self.profile, self.folder, clock=lambda: self.now() - start, progress=self.progress,
                            runtime=lambda: self.runtime.name)
+        planned = f"steady churn: {self.profile.load.planned}, judged at {self.looks.plan.count} planned looks"
+        self.progress.note(planned)
         judge = gevent.spawn(self.looks.loop)
         try:
             self.wait(self.profile.load.duration, until=self.looks.is_decided)

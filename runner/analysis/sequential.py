@@ -182,8 +182,10 @@ def decide(
     """The verdict on the samples so far at look ``look`` of ``plan``, and whether it is decided (pure).
 
     The analysis is :func:`~runner.analysis.verdict.analyse` with ``alpha`` replaced by the
-    look's share. LEAK decides when ``stop_on_leak``; PASS decides when ``stop_on_pass`` and
-    every passing metric's late half is within budget as well.
+    look's share. LEAK decides when ``stop_on_leak`` and the steady phase closed at least
+    :data:`MIN_LEAK_CYCLES` connections; PASS decides when ``stop_on_pass`` and every passing
+    metric's late half is within budget as well. Either needs :data:`MIN_DECISION_SAMPLES`
+    samples in each deciding metric's window.
     """
     alpha = plan.alphas[look]
     analysis = analyse(samples, at_look(settings, alpha), runtime=runtime)

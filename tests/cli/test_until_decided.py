@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runner.cli import main
 from tests.conftest import soak
 
 #: Small maxima: the runs must decide well before them, and the tests stay short when they do.
 PROFILE = """\
 [target]
 command = "{{python}} -m runner.targets.{module} --port {{port}}{args}"
-memray = true
+memray = {memray}
 [load]
 users = 40
 spawn_rate = 40
@@ -26,9 +27,11 @@ interval = "0.5s"
 """
 
 
-def _run(tmp_path: Path, module: str, args: str, max_duration: str) -> tuple[int, dict, str]:
+def _run(tmp_path: Path, module: str, args: str, max_duration: str, *, memray: bool) -> tuple[int, dict, str]:
+    """One real soak of a bundled target with the profile above; (exit code, summary.json, output)."""
     profile = tmp_path / f"{module}.toml"
-    profile.write_text(PROFILE.format(module=module, args=args, max_duration=max_duration), encoding="utf-8")
+    text = PROFILE.format(module=module, args=args, max_duration=max_duration, memray=str(memray).lower())
+    profile.write_text(text, encoding="utf-8")
     out = tmp_path / "run"
     result = soak("run", str(profile), "--out", str(out), timeout=600)
     summary = json.loads((out / "summary.json").read_text())
@@ -41,7 +44,8 @@ def _steady_seconds(summary: dict) -> float:
 
 
 def test_a_leak_stops_the_steady_phase_early_with_leak(tmp_path):
-    code, summary, output = _run(tmp_path, "leaky", " --leak-bytes 2048", "150s")
+    # psutil's tiers see 2 KB per connection; without memray the test stays short
+    code, summary, output = _run(tmp_path, "leaky", " --leak-bytes 2048", "150s", memray=False)
     assert code == 1, output
     assert summary["verdict"] == "leak"
     assert summary["stop_reason"] == "leak"
@@ -52,10 +56,15 @@ def test_a_leak_stops_the_steady_phase_early_with_leak(tmp_path):
     assert decision["looks"][-1]["decided"] and decision["looks"][-1]["verdict"] == "leak"
     assert decision["alpha"] == decision["plan"]["alphas"][decision["look"]] < decision["plan"]["alpha"]
     assert "decided: LEAK after" in output
+    # soak analyze re-judges the folder at the look's alpha: the same verdict, the same sentence
+    assert main(["analyze", str(tmp_path / "run"), "--quiet"]) == 1
+    again = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert again["reasons"][-1] == summary["reasons"][-1] and again["stop_reason"] == "leak"
 
 
 def test_a_clean_server_stops_with_pass_before_its_maximum(tmp_path):
-    code, summary, output = _run(tmp_path, "echo", "", "240s")
+    # the heap (memray, live through the looks) is what lets a clean Python server PASS early
+    code, summary, output = _run(tmp_path, "echo", "", "240s", memray=True)
     assert code == 0, output
     assert summary["verdict"] == "pass"
     assert summary["stop_reason"] == "pass"
