@@ -24,7 +24,7 @@ from .profile import Profile
 from .progress import Progress
 from .results import RunFolder, join_runtime, read_samples
 from .sampling.memray_capture import MemrayFiles
-from .sampling.memray_sites import join_heap, tree_processes
+from .analysis.sites import join_heap, tree_processes
 
 __all__ = ["Looks", "HEAP_READ_TIMEOUT", "MAX_LIVE_CAPTURE_BYTES"]
 

@@ -15,6 +15,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+import numpy as np
+
+from .analysis.stats import theil_sen
 from .units import format_bytes
 
 __all__ = ["Progress", "format_state", "format_running", "slope_so_far", "SLOPE_POINTS", "SLOPE_EVERY"]
@@ -38,9 +41,7 @@ def slope_so_far(points: list[tuple[float, float]]) -> float | None:
     xs = [p[0] for p in kept]
     if len(kept) < _SLOPE_MIN_POINTS or max(xs) == min(xs):
         return None
-    from scipy import stats
-
-    return float(stats.theilslopes([p[1] for p in kept], xs)[0])
+    return theil_sen(np.asarray(xs), np.asarray([p[1] for p in kept]), alpha=0.05).slope
 
 
 def _clock(seconds: float | None) -> str:

@@ -29,7 +29,7 @@ from typing import IO, Any, Iterator
 from .analysis.runtime import reduce_checkpoints
 from .errors import RunFolderError
 from .profile import Profile
-from .sampling.memray_sites import join_heap
+from .analysis.sites import join_heap, tree_processes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -246,8 +246,6 @@ class RunRecord:
         profile = Profile.from_dict(meta.get("profile", {}))
         memray = _read_optional_json(folder.path / "memray" / "reduced.json") or None
         if memray and memray.get("heap"):
-            from .sampling.memray_sites import tree_processes  # the heap metric: memray's checkpoints, by time
-
             processes = tree_processes(samples)
             if processes > 1:
                 memray["notes"] = list(memray.get("notes", [])) + [

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..sampling.memray_sites import WARMUP_FRACTION, steady_closed
+from .sites import WARMUP_FRACTION, steady_closed
 from .stats import mann_kendall, theil_sen
 from .verdict import DECELERATION_RATIO
 

@@ -4,7 +4,7 @@ The run writes ``runtime/checkpoints.jsonl`` (see :mod:`runner.sampling.runtimes
 the live heap after a forced GC, the native memory the runtime reports and live bytes per
 site at each checkpoint. :func:`reduce_checkpoints` turns those lines into the same shape
 as memray's reduced record (``points``, ``heap``, ``sites`` with a ``live`` series each),
-so one site-slope computation (:func:`runner.sampling.memray_sites.leak_sites`) serves
+so one site-slope computation (:func:`runner.analysis.sites.leak_sites`) serves
 memray and every runtime; :func:`runtime_sites` tags the result with the runtime, and
 :func:`snapshot_growth` turns a heap-snapshot diff into per-connection figures.
 """
@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..sampling.memray_sites import MAX_SITES, leak_sites
+from .sites import MAX_SITES, leak_sites
 from .jvm_heap import jvm_sites
 
 __all__ = ["reduce_checkpoints", "runtime_sites", "runtime_summary", "snapshot_growth", "INLINING_NOTE"]
@@ -37,7 +37,7 @@ INLINING_NOTE = (
 def reduce_checkpoints(lines: Iterable[Mapping[str, Any]], runtime: str | None = None) -> dict[str, Any]:
     """Checkpoint lines -> ``{runtime, points, heap, native, sites, gc_seconds, phases}``.
 
-    ``heap``/``native`` are ``[wall, bytes]`` pairs (for :func:`~runner.sampling.memray_sites.join_heap`);
+    ``heap``/``native`` are ``[wall, bytes]`` pairs (for :func:`~runner.analysis.sites.join_heap`);
     each site has ``live`` (bytes, 0 where a checkpoint did not list it) and, where the
     runtime counts instances, ``count``, aligned with ``points`` (the checkpoints' wall times).
     """

@@ -5,7 +5,7 @@ takes seconds to minutes to read, so it is read once, at the end of ``soak run``
 the first ``soak analyze`` of a folder without the cache), and reduced to:
 
 - ``heap``: the live heap at each GC checkpoint (``[wall, bytes]``), joined to the samples
-  as the ``heap`` metric by :func:`runner.sampling.memray_sites.join_heap`;
+  as the ``heap`` metric by :func:`runner.analysis.sites.join_heap`;
 - ``sites``: live bytes per allocation site at (at most :data:`MAX_POINTS`) checkpoints,
   aggregated by the (file, line) of the innermost frame in user code, for the sites that
   grew most or hold most at the end (:data:`KEEP_SITES`);

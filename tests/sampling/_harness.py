@@ -3,7 +3,7 @@
 Cheaper than a whole ``soak run`` (no Locust, no flame graph), yet every part that
 matters to attribution is real: the launcher, memray's tracker, the target's event loop,
 the capture reader. The churn records its own samples (wall time, closed connections,
-phase), which is all :func:`runner.sampling.memray_sites.leak_sites` needs.
+phase), which is all :func:`runner.analysis.sites.leak_sites` needs.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 from runner.analysis.keepers import grows, keeper_lines, keepers_summary
 from runner.sampling.memray_capture import ensure_reduced
 from runner.sampling.memray_run import request_chain
-from runner.sampling.memray_sites import coverage_note, leak_sites, site_meaning
+from runner.analysis.sites import coverage_note, leak_sites, site_meaning
 from tests.conftest import Server, soak
 from tests.sampling._harness import TrackedTarget
 

@@ -12,7 +12,7 @@ from runner.profile import parse_profile
 from runner.sampling.memray_capture import MemrayFiles, ensure_reduced, read_checkpoints, user_frame
 from runner.sampling.memray_launch import UnsupportedCommand, launcher_argv, split_python_args
 from runner.sampling.memray_run import plan_memray, request_freeze
-from runner.sampling.memray_sites import join_heap, leak_sites, memray_summary
+from runner.analysis.sites import join_heap, leak_sites, memray_summary
 
 
 @pytest.mark.parametrize(

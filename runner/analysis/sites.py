@@ -1,4 +1,5 @@
-"""From a reduced memray record to the ``heap`` metric and the leak sites (pure functions).
+"""Leak sites: from a reduced heap record (memray's, or a runtime probe's) to the ``heap`` metric
+and the allocation sites that grow per connection (pure functions).
 
 Nothing here reads files, starts processes or looks at a clock: the input is the
 ``memray/reduced.json`` content (see :mod:`runner.sampling.memray_capture`) and the
