@@ -3,7 +3,7 @@
 The public API; everything else is private and may change.
 
 Names are imported on first use (PEP 562): ``python -m runner.targets.echo`` must not pay
-for numpy, scipy, matplotlib and Jinja at every start, and importing the orchestrator
+for numpy, scipy, matplotlib and Jinja at every start, and importing runner.run
 imports Locust, which monkey-patches the standard library for gevent.
 """
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis import Analysis, MetricResult, Verdict, analyse
     from .errors import LoadError, ProfileError, RunError, RunFolderError, SoakError, TargetError, UsageError
     from .finish import finish_run
-    from .orchestrator import run_soak
+    from .run import run_soak
     from .profile import Profile, load_profile, parse_profile
     from .results import RunRecord
 
@@ -34,7 +34,7 @@ _EXPORTS = {
     "TargetError": "errors",
     "UsageError": "errors",
     "finish_run": "finish",
-    "run_soak": "orchestrator",
+    "run_soak": "run",
     "Profile": "profile",
     "load_profile": "profile",
     "parse_profile": "profile",

@@ -2,7 +2,7 @@
 
 At each look of :func:`runner.analysis.sequential.plan_looks` the samples so far go to
 :func:`runner.analysis.sequential.decide` (pure, the same analysis as ``soak analyze``);
-the orchestrator ends the steady phase as soon as a look is decided. What touches files
+the run ends the steady phase as soon as a look is decided. What touches files
 and processes is here: the samples are read back from ``samples.jsonl`` as written, the
 heap of a memray-tracked target from its capture in a child process (so a large capture
 never holds the runner's GIL), and the analysis runs in gevent's thread pool so the load

@@ -1,6 +1,6 @@
 """Progress on long runs: a live panel on a terminal (rich), plain periodic lines in CI logs.
 
-The orchestrator calls :meth:`Progress.update` about once a second with the run's state
+The run calls :meth:`Progress.update` about once a second with the run's state
 (phase, elapsed and remaining seconds, open and closed connections, cycles per second,
 errors, RSS). Besides showing it, Progress keeps the (closed connections, RSS) pairs of
 the steady phase and shows the *slope so far*: RSS growth per closed connection, a

@@ -1,7 +1,7 @@
 """Bad input is refused with one clear line and exit code 2, never a traceback.
 
 Profile mistakes are checked in-process through :func:`runner.cli.main` (they fail before the
-orchestrator, i.e. Locust, is imported); mistakes that need the machine (a port in use, an
+run package, i.e. Locust, is imported); mistakes that need the machine (a port in use, an
 unsafe --out, more users than the machine can hold) run the real ``soak`` command.
 The profile parser is fuzzed with hypothesis: no input makes it raise anything but ProfileError.
 """

@@ -67,7 +67,7 @@ class RunCommand:
             "sampling": {"metrics_url": args.metrics_url},
         }
         profile = load_profile(args.profile, overrides=overrides)
-        from ..orchestrator import run_soak  # imports Locust (gevent patching) only when running
+        from ..run import run_soak  # imports Locust (gevent patching) only when running
 
         progress = Progress(quiet=args.quiet)
         result = run_soak(profile, out=args.out, overwrite=args.overwrite, progress=progress)

@@ -1,4 +1,4 @@
-"""Runs Locust headless in library mode and exposes what the orchestrator needs of it.
+"""Runs Locust headless in library mode and exposes what the run needs of it.
 
 Two shapes behind one interface:
 
@@ -34,7 +34,7 @@ from .cpu import cpu_reading
 from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_KEY, WorkerCounters
 from .user import make_user_class
 
-__all__ = ["LoadDriver", "stats_to_dict", "watch_stopping"]
+__all__ = ["LoadDriver", "stats_to_dict", "trim_per_second_counts", "watch_stopping"]
 
 
 class LoadDriver:
@@ -147,7 +147,7 @@ class LoadDriver:
         """Which workers are missing, for the error when they never come."""
         return f"{len(self._ready)} of {self.expected_workers} workers joined the master at {self.master_host}:{self.master_port}"
 
-    # --- the orchestrator's interface -------------------------------------------------
+    # --- the run's interface -------------------------------------------------
 
     def start(self) -> None:
         """Start spawning users at the profile's spawn rate (returns at once)."""
@@ -240,6 +240,10 @@ class LoadDriver:
         for log in self._logs:
             log.close()
 
+    def trim_statistics(self) -> None:
+        """Forget Locust's per-second counts older than a minute (see :func:`trim_per_second_counts`)."""
+        trim_per_second_counts(self.environment.stats)
+
     def stats(self) -> dict:
         return stats_to_dict(self.environment)
 
@@ -290,3 +294,22 @@ def stats_to_dict(environment: Environment) -> dict:
             for e in (runner.exceptions.values() if runner else [])
         ],
     }
+
+
+#: Seconds of Locust's per-second request counts kept (its current-RPS figures look at the last 12).
+PER_SECOND_COUNTS_KEPT = 60
+
+
+def trim_per_second_counts(stats: Any, keep: int = PER_SECOND_COUNTS_KEPT) -> None:
+    """Drop Locust's per-second request counts older than ``keep`` seconds.
+
+    Locust keeps ``num_reqs_per_sec`` and ``num_fail_per_sec`` for every second of a run and
+    every request name: about 1.3 MB an hour, the one thing in the runner that grew in the
+    30-minute self-soak (bench/selfsoak.py). Nothing soak reports reads seconds that old.
+    """
+    for entry in [*stats.entries.values(), stats.total]:
+        for counts in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
+            if len(counts) > keep:
+                horizon = max(counts) - keep
+                for second in [s for s in counts if s < horizon]:
+                    del counts[second]

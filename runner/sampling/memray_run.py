@@ -1,6 +1,6 @@
 """Decide whether a target runs under memray, and build the command that does it.
 
-Used by the orchestrator when it starts the target: a Python target (its command starts
+Used by the run when it starts the target: a Python target (its command starts
 with ``{python}``) runs under :mod:`runner.sampling.memray_launch` with its capture in
 ``RUN_DIR/memray/``; anything else runs as given, with a one-line note saying why memray
 was skipped. Nothing here starts a process.

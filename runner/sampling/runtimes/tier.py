@@ -1,6 +1,6 @@
 """The runtime heap tier during a run: one probe, its paced checkpoints, its files.
 
-The orchestrator owns the clock and the phases; this owns what a probe needs from the run
+The run owns the clock and the phases; this owns what a probe needs from the run
 (it stays runtime-agnostic: any :class:`~runner.sampling.runtimes.RuntimeProbe` fits):
 
 - :meth:`RuntimeTier.open` after the target is ready (or attached): a note says why not;
