@@ -11,7 +11,7 @@ from websockets.sync.server import serve
 from runner.load.scenario import build_plan
 from runner.profile import parse_profile
 from tests.conftest import free_port
-from tests.scenarios.conftest import RecordingUser
+from tests.load.conftest import RecordingUser
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from runner.load.counters import LoadCounters
 from runner.load.scenario import build_plan, make_ssl_context
 from runner.profile import parse_profile
 from tests.conftest import free_port, soak
-from tests.scenarios.conftest import RecordingUser
+from tests.load.conftest import RecordingUser
 
 AUTH = [{"name": "auth", "send_json": {"type": "auth", "user": "u{user_id}", "token": "t"}, "expect_json": {"type": "welcome"}}]
 

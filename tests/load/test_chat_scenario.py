@@ -11,7 +11,7 @@ from runner.load.client import HandshakeError, WebSocketClient
 from runner.load.scenario import build_plan
 from runner.profile import load_profile, parse_profile
 from tests.conftest import ROOT, soak
-from tests.scenarios.conftest import RecordingUser
+from tests.load.conftest import RecordingUser
 
 SHORT = ("--users", "30", "--spawn-rate", "30", "--duration", "8s", "--no-memray", "--quiet")
 STEPS = ("auth", "join", "broadcast", "leave")

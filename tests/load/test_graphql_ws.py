@@ -15,7 +15,7 @@ from runner.load.client import WebSocketClient
 from runner.load.scenario import ScenarioConnection, build_plan
 from runner.profile import parse_profile
 from tests.conftest import ROOT, free_port, soak, stop_process, wait_for_port
-from tests.scenarios.conftest import RecordingUser
+from tests.load.conftest import RecordingUser
 
 ROOM = "subscription ($room: String!) { room(name: $room) { kind room user text } }"
 POST = "mutation ($room: String!, $text: String!) { post(room: $room, text: $text) }"

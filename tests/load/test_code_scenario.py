@@ -10,7 +10,7 @@ import pytest
 from runner.load.scenario import ScenarioFileError, build_plan
 from runner.profile import load_profile, parse_profile
 from tests.conftest import soak
-from tests.scenarios.conftest import RecordingUser
+from tests.load.conftest import RecordingUser
 
 GOOD = '''\
 """The documented example (docs/profiles.md): auth, join, one broadcast, leave - against runner.targets.chat."""

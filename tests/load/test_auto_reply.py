@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 from runner.load.scenario import build_plan
 from runner.profile import parse_profile
 from tests.conftest import threaded_server
-from tests.scenarios.conftest import RecordingUser
+from tests.load.conftest import RecordingUser
 
 
 class Heartbeats:
