@@ -17,6 +17,7 @@ from .report import render_report
 from .results import RunFolder, RunRecord, write_json
 from .sampling.memray_capture import ensure_reduced
 from .summary import build_summary
+from .target import tail
 from .units import format_bytes
 
 __all__ = ["finish_run", "evaluate", "judge", "write_outputs", "rerender_report"]
@@ -146,18 +147,6 @@ def _redacted(record: RunRecord) -> RunRecord:
 # --- outputs: summary.json, junit.xml, report.html, run history ----------------------
 
 
-def _log_tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of the target's log, read from its end (logs of long runs are big)."""
-    if not path.exists():
-        return []
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(0, size - 64 * 1024))
-        text = fh.read().decode("utf-8", errors="replace")
-    return text.splitlines()[-lines:]
-
-
 def _previous_runs(record: RunRecord, summary: dict[str, Any], history_option: str | Path | None) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Open the history database and compare this run with the previous runs of its profile.
 
@@ -215,8 +204,8 @@ def write_outputs(folder: RunFolder, record: RunRecord, summary: dict[str, Any],
             summary["notes"] = list(summary.get("notes", [])) + [f"run history not updated: {db.path}: {exc}"]
     write_json(folder.summary, summary)
     folder.junit.write_text(render_junit(summary), encoding="utf-8")
-    tail = [redact_text(line) for line in _log_tail(folder.target_log, LOG_TAIL_LINES)]  # the target's own words may hold secrets
-    folder.report.write_text(render_report(record, summary, log_tail=tail, trend_runs=rows), encoding="utf-8")
+    log_lines = [redact_text(line) for line in tail(folder.target_log, LOG_TAIL_LINES)]  # the target's own words may hold secrets
+    folder.report.write_text(render_report(record, summary, log_tail=log_lines, trend_runs=rows), encoding="utf-8")
     return summary
 
 
@@ -243,6 +232,6 @@ def rerender_report(path: str | Path) -> Path:
                 rows = db.runs(summary.get("profile"), limit=record.profile.history.trend_runs, before=summary.get("started_at"))
         except SoakError:
             rows = []
-    tail = [redact_text(line) for line in _log_tail(folder.target_log, LOG_TAIL_LINES)]
-    folder.report.write_text(render_report(_redacted(record), summary, log_tail=tail, trend_runs=rows), encoding="utf-8")
+    log_lines = [redact_text(line) for line in tail(folder.target_log, LOG_TAIL_LINES)]
+    folder.report.write_text(render_report(_redacted(record), summary, log_tail=log_lines, trend_runs=rows), encoding="utf-8")
     return folder.report

@@ -55,6 +55,7 @@ from .protocols import Incoming, Session
 from .protocols.auto_reply import AutoReply, compile_rules
 from .protocols.graphql_ws import SUBPROTOCOL, GraphQLWSSession
 from .protocols.socketio import SocketIOSession, socketio_url
+from .requests import REQUEST_TYPE, RequestRecorder
 from .steps import (
     BUILTIN_FIELDS,
     Close,
@@ -86,7 +87,6 @@ __all__ = [
     "drop_due",
 ]
 
-REQUEST_TYPE = "WS"
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 _STATE_ATTRIBUTE = "_soak_scenario_state"
 _LIBRARY_DIRS = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
@@ -390,7 +390,7 @@ def _next_of(event: Incoming, op_id: str | None, shown: Callable[[Any], str] = r
 class ScenarioContext:
     """What a code scenario knows about its user, and how it times named steps."""
 
-    def __init__(self, fields: dict[str, Any], recorder: "_Recorder", channel: Channel | None = None) -> None:
+    def __init__(self, fields: dict[str, Any], recorder: RequestRecorder, channel: Channel | None = None) -> None:
         self.fields = fields
         self.user_id: int = fields["user_id"]
         self.n: int = fields["n"]
@@ -425,33 +425,6 @@ class ScenarioContext:
 
 
 # --- the plan --------------------------------------------------------------------------
-
-
-class _Recorder:
-    """Fires Locust request events and keeps the shared counters, for one user."""
-
-    def __init__(self, user: Any) -> None:
-        self.user = user
-
-    def record(self, name: str, start: float, exception: BaseException | None, length: int = 0) -> None:
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
-        counters = self.user.counters
-        if exception is not None:
-            counters.errors += 1
-        counters.record_latency(name, elapsed_ms)
-        self.user.environment.events.request.fire(
-            request_type=REQUEST_TYPE, name=name, response_time=elapsed_ms, response_length=length, exception=exception, context={}
-        )
-
-    def time(self, name: str, action: Callable[[], Any], length: int = 0) -> bool:
-        start = time.perf_counter()
-        try:
-            action()
-        except _FAILURES as exc:
-            self.record(name, start, exc, length)
-            return False
-        self.record(name, start, None, length)
-        return True
 
 
 @dataclass
@@ -554,7 +527,7 @@ class ScenarioPlan:
         state = self._state(user)
         fields = self.fields(state.user_id, state.cycles)
         state.cycles += 1
-        recorder = _Recorder(user)
+        recorder = RequestRecorder(user, _FAILURES)
         client = self.client(url, fields, source_address=source_address)
         channel = Channel(client, self.session(fields), self.auto_reply, fields)
         if not recorder.time("connect", channel.connect):
@@ -581,7 +554,7 @@ class ScenarioPlan:
                 user.counters.closed += 1
 
     def _run_steps(
-        self, steps: tuple[Step, ...], channel: Channel, fields: dict[str, Any], recorder: _Recorder
+        self, steps: tuple[Step, ...], channel: Channel, fields: dict[str, Any], recorder: RequestRecorder
     ) -> bool:
         """Run steps in order; False when the cycle must end (a failure, or a close step)."""
         for step in steps:
@@ -703,7 +676,7 @@ class ScenarioPlan:
         text = redact_text(text)
         return repr(text[:120] + ("..." if len(text) > 120 else ""))
 
-    def _run_code(self, channel: Channel, fields: dict[str, Any], recorder: _Recorder) -> bool:
+    def _run_code(self, channel: Channel, fields: dict[str, Any], recorder: RequestRecorder) -> bool:
         context = ScenarioContext(fields, recorder, channel)
         start = time.perf_counter()
         try:

@@ -14,7 +14,6 @@ statistics hold their counts, failures and latency percentiles.
 from __future__ import annotations
 
 import ssl
-import time
 from typing import Any, Callable
 
 import gevent
@@ -24,11 +23,11 @@ from locust import User, constant, task
 from ..profile import LoadSettings
 from .client import WebSocketClient, WebSocketError
 from .counters import LoadCounters
+from .requests import REQUEST_TYPE, RequestRecorder
 from .scenario import drop_due
 
 __all__ = ["make_user_class", "REQUEST_TYPE"]
 
-REQUEST_TYPE = "WS"
 
 #: Errors a cycle counts as a failed request; anything else is a bug and reaches Locust.
 CYCLE_ERRORS = (WebSocketError, OSError, ssl.SSLError, EOFError)
@@ -58,24 +57,7 @@ class ChurnUser(User):
 
     def _request(self, name: str, action: Callable[[], Any], length: int = 0) -> bool:
         """Time ``action`` as one Locust request; True when it succeeded."""
-        start = time.perf_counter()
-        exception: BaseException | None = None
-        try:
-            action()
-        except CYCLE_ERRORS as exc:
-            exception = exc
-            self.counters.errors += 1
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
-        self.counters.record_latency(name, elapsed_ms)
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=elapsed_ms,
-            response_length=length,
-            exception=exception,
-            context={},
-        )
-        return exception is None
+        return RequestRecorder(self, CYCLE_ERRORS).time(name, action, length)
 
     def _source_address(self) -> str | None:
         if not self.source_addresses:
