@@ -16,9 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .analysis import Analysis, MetricResult, Verdict, analyse
     from .errors import LoadError, ProfileError, RunError, RunFolderError, SoakError, TargetError, UsageError
     from .finish import finish_run
-    from .run import run_soak
     from .profile import Profile, load_profile, parse_profile
     from .results import RunRecord
+    from .run import run_soak
 
 #: public name -> module that defines it
 _EXPORTS = {
@@ -41,7 +41,25 @@ _EXPORTS = {
     "RunRecord": "results",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Analysis",
+    "LoadError",
+    "MetricResult",
+    "Profile",
+    "ProfileError",
+    "RunError",
+    "RunFolderError",
+    "RunRecord",
+    "SoakError",
+    "TargetError",
+    "UsageError",
+    "Verdict",
+    "analyse",
+    "finish_run",
+    "load_profile",
+    "parse_profile",
+    "run_soak",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,11 @@ Exit codes (a contract, see README): 0 pass, 1 leak, 2 usage or profile error,
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 __all__ = [
+    "did_you_mean",
     "EXIT_PASS",
     "EXIT_LEAK",
     "EXIT_USAGE",
@@ -82,3 +86,10 @@ class LoadError(RunError):
 
 class RunFolderError(UsageError):
     """A saved run folder is missing, or has no samples to analyse."""
+
+
+def did_you_mean(word: str, valid: Iterable[str], *, what: str = "valid keys") -> str:
+    """The hint for an unknown name: the closest valid one, else the list of valid ones."""
+    choices = list(valid)
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"did you mean {match[0]!r}?" if match else f"{what}: {', '.join(sorted(choices))}"

@@ -20,11 +20,11 @@ import gevent
 
 from .analysis.model import Verdict
 from .analysis.sequential import Decision, LookPlan, decide, plan_looks
+from .analysis.sites import join_heap, tree_processes
 from .profile import Profile
 from .progress import Progress
 from .results import RunFolder, join_runtime, read_samples
 from .sampling.memray_capture import MemrayFiles
-from .analysis.sites import join_heap, tree_processes
 
 __all__ = ["Looks", "HEAP_READ_TIMEOUT", "MAX_LIVE_CAPTURE_BYTES"]
 

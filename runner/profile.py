@@ -7,7 +7,6 @@ names the key and says how to fix it.
 
 from __future__ import annotations
 
-import difflib
 import math
 import shlex
 import string
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .errors import ProfileError
+from .errors import ProfileError, did_you_mean
 from .units import format_duration, parse_duration
 
 __all__ = [
@@ -294,11 +293,6 @@ def _printable(key: str) -> str:
     return key if key.isprintable() else repr(key)
 
 
-def _closest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"did you mean {match[0]!r}?" if match else f"valid keys: {', '.join(sorted(valid))}"
-
-
 def _number(kind: type, *, minimum: float | None = None, exclusive: bool = False) -> Callable[[Any, str], Any]:
     def convert(value: Any, key: str) -> Any:
         if isinstance(value, bool):
@@ -492,9 +486,7 @@ def _sources(value: Any, key: str) -> tuple[str, ...]:
                            hint=f"sources: {', '.join(SOURCE_KINDS)}")
     for item in items:
         if item not in SOURCE_KINDS:
-            match = difflib.get_close_matches(item, list(SOURCE_KINDS), n=1, cutoff=0.5)
-            raise ProfileError(f"{key}: unknown source {item!r}",
-                               hint=f"did you mean {match[0]!r}?" if match else f"sources: {', '.join(SOURCE_KINDS)}")
+            raise ProfileError(f"{key}: unknown source {item!r}", hint=did_you_mean(item, SOURCE_KINDS, what="sources"))
     if len(set(items)) != len(items):
         raise ProfileError(f"{key}: {value!r} names a source twice")
     return tuple(items)
@@ -529,7 +521,7 @@ def _metric_names(value: Any, key: str) -> dict[str, str]:
     for metric, selector in value.items():
         if metric not in SOURCE_METRICS:
             raise ProfileError(f"unknown profile key {key}.{_printable(metric)}",
-                               hint=_closest(metric, list(SOURCE_METRICS)))
+                               hint=did_you_mean(metric, list(SOURCE_METRICS)))
         if not isinstance(selector, str):
             raise ProfileError(f"{key}.{metric}: expected a series name, got {type(selector).__name__}")
         try:
@@ -549,7 +541,7 @@ def _prometheus(value: Any, key: str) -> dict[str, Any] | None:
                            f"{{ url = \"http://127.0.0.1:9090\", queries = {{ rss = \"...\" }} }}")
     for name in value:
         if name not in ("url", "queries"):
-            raise ProfileError(f"unknown profile key {key}.{_printable(name)}", hint=_closest(name, ["url", "queries"]))
+            raise ProfileError(f"unknown profile key {key}.{_printable(name)}", hint=did_you_mean(name, ["url", "queries"]))
     if "url" not in value:
         raise ProfileError(f"{key}.url is missing", hint="the Prometheus server's address, e.g. http://127.0.0.1:9090")
     url = _http_url(value["url"], f"{key}.url", placeholders=False)
@@ -561,7 +553,7 @@ def _prometheus(value: Any, key: str) -> dict[str, Any] | None:
     for metric, query in queries.items():
         if metric not in SOURCE_METRICS:
             raise ProfileError(f"unknown profile key {key}.queries.{_printable(metric)}",
-                               hint=_closest(metric, list(SOURCE_METRICS)))
+                               hint=did_you_mean(metric, list(SOURCE_METRICS)))
         checked[metric] = _string(query, f"{key}.queries.{metric}")
     return {"url": url, "queries": checked}
 
@@ -727,7 +719,7 @@ def parse_profile(
         if key in _TOP_LEVEL:
             continue
         if key not in _SCHEMA:
-            raise ProfileError(f"unknown profile key {key!r}", hint=_closest(key, list(_SCHEMA) + list(_TOP_LEVEL)))
+            raise ProfileError(f"unknown profile key {key!r}", hint=did_you_mean(key, list(_SCHEMA) + list(_TOP_LEVEL)))
         if not isinstance(value, dict):
             raise ProfileError(f"{key!r} must be a table such as [{key}], got {type(value).__name__}")
     if "name" in data:
@@ -739,7 +731,7 @@ def parse_profile(
         values: dict[str, Any] = {}
         for key, value in table.items():
             if key not in schema:
-                raise ProfileError(f"unknown profile key {section}.{_printable(key)}", hint=_closest(key, list(schema)))
+                raise ProfileError(f"unknown profile key {section}.{_printable(key)}", hint=did_you_mean(key, list(schema)))
             values[key] = schema[key](value, f"{section}.{key}")
         sections[section] = _SECTION_CLASSES[section](**values)
 

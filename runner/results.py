@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from .analysis.runtime import reduce_checkpoints
+from .analysis.sites import join_heap, tree_processes
 from .errors import RunFolderError
 from .profile import Profile
-from .analysis.sites import join_heap, tree_processes
 
 __all__ = [
     "FORMAT_VERSION",

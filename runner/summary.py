@@ -53,9 +53,9 @@ from typing import Any
 from .analysis import Analysis, Verdict
 from .analysis.keepers import keepers_summary
 from .analysis.runtime import runtime_sites, runtime_summary
+from .analysis.sites import coverage_note, leak_sites, memray_summary
 from .analysis.sources import source_figures
 from .results import RunRecord
-from .analysis.sites import coverage_note, leak_sites, memray_summary
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "load_figures"]
 

@@ -37,3 +37,7 @@ def test_import_is_cheap_and_does_not_patch_for_gevent():
         "assert callable(runner.run_soak) and 'locust' in sys.modules and patched()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_export_list_and_lazy_table_agree():
+    assert set(runner.__all__) == set(runner._EXPORTS)

@@ -15,8 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .sites import MAX_SITES, leak_sites
 from .jvm_heap import jvm_sites
+from .sites import MAX_SITES, leak_sites
 
 __all__ = ["reduce_checkpoints", "runtime_sites", "runtime_summary", "snapshot_growth", "INLINING_NOTE"]
 

@@ -38,14 +38,13 @@ before Locust has monkey-patched the standard library for gevent.
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..errors import ProfileError
+from ..errors import ProfileError, did_you_mean
 from ..units import parse_duration
 
 __all__ = [
@@ -350,9 +349,7 @@ def validate_steps(value: Any, key: str = "scenario.steps", _path: tuple[int, ..
             raise ProfileError(f"{where}: expected a table such as {{ send = \"hi\", expect = \"hi\" }}, got {type(step).__name__}")
         for name in step:
             if name not in _STEP_KEYS:
-                match = difflib.get_close_matches(name, _STEP_KEYS, n=1, cutoff=0.5)
-                hint = f"did you mean {match[0]!r}?" if match else f"valid keys: {', '.join(_STEP_KEYS)}"
-                raise ProfileError(f"{where}: unknown key {name!r}", hint=hint)
+                raise ProfileError(f"{where}: unknown key {name!r}", hint=did_you_mean(name, _STEP_KEYS))
         normalised.append(_validate_step(step, key, path))
     return tuple(normalised)
 
