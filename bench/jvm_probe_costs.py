@@ -31,8 +31,9 @@ def _churn(port: int, count: int) -> None:
 
 def main(steps: list[int]) -> None:
     port = free_port()
-    server = subprocess.Popen(["java", "runner/targets/java/Server.java", "--port", str(port), "--leak"],
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["java", "runner/targets/java/Server.java", "--port", str(port), "--leak"], stdout=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port, timeout=120)
         began = time.perf_counter()
@@ -55,9 +56,12 @@ def main(steps: list[int]) -> None:
             with open(f"/proc/{server.pid}/status", encoding="ascii") as fh:
                 rss = int(fh.read().split("VmRSS:")[1].split()[0]) * 1024
             slowest = 1000 * max(histogram)
-            print(f"connections {done:6d}: heap after GC {point.heap / 1e6:6.1f} MB, RSS {rss / 1e6:6.1f} MB, "
-                  f"GC.class_histogram median {1000 * statistics.median(histogram):.0f} ms (max {slowest:.0f}), "
-                  f"GC.heap_info {1000 * statistics.median(info):.1f} ms, GC.run {1000 * run:.0f} ms", flush=True)
+            print(
+                f"connections {done:6d}: heap after GC {point.heap / 1e6:6.1f} MB, RSS {rss / 1e6:6.1f} MB, "
+                f"GC.class_histogram median {1000 * statistics.median(histogram):.0f} ms (max {slowest:.0f}), "
+                f"GC.heap_info {1000 * statistics.median(info):.1f} ms, GC.run {1000 * run:.0f} ms",
+                flush=True,
+            )
         began = time.perf_counter()
         subprocess.run(["jcmd", str(server.pid), "GC.heap_info"], capture_output=True, check=False)
         print(f"jcmd GC.heap_info (for comparison): {1000 * (time.perf_counter() - began):.0f} ms")

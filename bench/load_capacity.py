@@ -105,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     errors = load.get("errors") or 0
     print(f"profile {args.profile}: exit code {run.returncode}, verdict {summary['verdict']}")
     print(f"peak concurrent connections (samples): {load['peak_concurrent']}")
-    print(f"connections opened {load['connections_opened']}, closed {load['connections_closed']}, "
-          f"Locust requests {requests}, failures {errors} ({100.0 * errors / max(requests, 1):.3f}%)")
+    print(
+        f"connections opened {load['connections_opened']}, closed {load['connections_closed']}, "
+        f"Locust requests {requests}, failures {errors} ({100.0 * errors / max(requests, 1):.3f}%)"
+    )
     if baseline_rss is not None and peak["open"]:
         per_conn = (peak["rss"] - baseline_rss) / peak["open"]
-        print(f"load processes ({peak.get('processes')}): RSS {baseline_rss / 1e6:.0f} MB before the ramp, "
-              f"{peak['rss'] / 1e6:.0f} MB at {peak['open']} open -> {per_conn / 1024:.1f} KB per held connection")
+        print(
+            f"load processes ({peak.get('processes')}): RSS {baseline_rss / 1e6:.0f} MB before the ramp, "
+            f"{peak['rss'] / 1e6:.0f} MB at {peak['open']} open -> {per_conn / 1024:.1f} KB per held connection"
+        )
     print(f"load generator: {json.dumps(run_json.get('load_generator'))}")
     for note in summary.get("notes", []):
         print(f"note: {note}")

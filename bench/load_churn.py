@@ -40,7 +40,9 @@ def report(a, b):
                       "elapsed": b["t"] - a["t"], "cpu": b["cpu"] - a["cpu"]}))
 """
 
-_ASYNCIO = _WINDOW + r"""
+_ASYNCIO = (
+    _WINDOW
+    + r"""
 import asyncio, sys
 from websockets.asyncio.client import connect
 url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -66,10 +68,14 @@ async def main():
     report(a, b)
 asyncio.run(main())
 """
+)
 
-_GEVENT = r"""
+_GEVENT = (
+    r"""
 from gevent import monkey; monkey.patch_all()
-""" + _WINDOW + r"""
+"""
+    + _WINDOW
+    + r"""
 import gevent, sys
 from runner.load.client import WebSocketClient
 url, concurrency, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -96,10 +102,14 @@ b = mark(counts)
 gevent.joinall(users)
 report(a, b)
 """
+)
 
-_LOCUST = r"""
+_LOCUST = (
+    r"""
 import locust
-""" + _WINDOW + r"""
+"""
+    + _WINDOW
+    + r"""
 import gevent, sys
 from runner.load.driver import LoadDriver
 from runner.profile import LoadSettings
@@ -119,6 +129,7 @@ driver.stop_users().join(timeout=10)
 driver.quit()
 report(a, b)
 """
+)
 
 CONTENDERS = {
     "asyncio websockets (bare)": _ASYNCIO,
@@ -131,13 +142,16 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     try:
         wait_for_port(port, timeout=timeout)
     except TimeoutError:
-        raise SystemExit(f'the echo server never listened on port {port}') from None
+        raise SystemExit(f"the echo server never listened on port {port}") from None
 
 
 def _run(program: str, url: str, concurrency: int, seconds: float) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", program, url, str(concurrency), str(seconds)],
-        capture_output=True, text=True, timeout=seconds + 120, cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        cwd=HERE.parent,
     )
     if out.returncode != 0:
         raise SystemExit(f"contender failed:\n{out.stderr[-2000:]}")
@@ -165,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = _run(CONTENDERS[name], url, args.concurrency, args.seconds)
                 for key in totals[name]:
                     totals[name][key] += result[key]
-        print(f"concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s per contender, one echo of 64 B per cycle, node echo server")
+        print(
+            f"concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s per contender, one echo of 64 B per cycle, node echo server"
+        )
         base = totals[names[0]]
         base_rate = base["cycles"] / base["elapsed"]
         print(f"{'contender':32} {'cycles/s':>9} {'CPU ms/cycle':>13} {'errors':>7} {'vs bare':>8}")

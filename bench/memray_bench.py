@@ -137,11 +137,15 @@ def _round(contender: Contender, concurrency: int, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="runner.targets.echo", help="bundled target module (default: the clean echo server)")
+    parser.add_argument(
+        "--target", default="runner.targets.echo", help="bundled target module (default: the clean echo server)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=2, help="A-B-B-A rounds per contender pair")
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--python-allocators", action="store_true", help="add a contender tracing every Python object allocation")
+    parser.add_argument(
+        "--python-allocators", action="store_true", help="add a contender tracing every Python object allocation"
+    )
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="soak-memray-bench-"))
@@ -165,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     plain = contenders[0]
     base_rate = plain.cycles / plain.seconds
     base_cpu = plain.cpu / plain.cycles * 1000
-    print(f"target {args.target}, concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s rounds per contender (A-B-B-A)")
+    print(
+        f"target {args.target}, concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s rounds per contender (A-B-B-A)"
+    )
     print(f"{'contender':<16}{'cycles/s':>10}{'rate ratio':>12}{'CPU s/1k conn':>15}{'CPU ratio':>11}{'errors':>8}")
     for c in contenders:
         rate = c.cycles / c.seconds

@@ -71,13 +71,17 @@ def measure(source: str, leak_bytes: int, duration: str) -> dict:
         with tempfile.TemporaryDirectory(prefix="soak-bench-remote-") as tmp:
             folder = Path(tmp)
             if source == "metrics_url":
-                return _run(folder, "", duration, server.url, "--metrics-url", f"http://127.0.0.1:{server.port}/metrics")
+                return _run(
+                    folder, "", duration, server.url, "--metrics-url", f"http://127.0.0.1:{server.port}/metrics"
+                )
             if source == "prometheus":
                 with prometheus_server([f"127.0.0.1:{server.port}"], scrape_interval="1s") as prometheus:
                     wait_for_series(prometheus, 'process_resident_memory_bytes{job="soak"}')
-                    extra = (f'[sampling.prometheus]\nurl = "{prometheus}"\n'
-                             "queries = { rss = 'process_resident_memory_bytes{job=\"soak\"}', "
-                             "fds = 'sum(process_open_fds{job=\"soak\"})' }\n")
+                    extra = (
+                        f'[sampling.prometheus]\nurl = "{prometheus}"\n'
+                        "queries = { rss = 'process_resident_memory_bytes{job=\"soak\"}', "
+                        "fds = 'sum(process_open_fds{job=\"soak\"})' }\n"
+                    )
                     return _run(folder, extra, duration, server.url)
             group = _cgroup()
             (group / "cgroup.procs").write_text(str(server.process.pid))
@@ -113,8 +117,11 @@ def main() -> None:
             reasons = "; ".join(f"{reason} x{count}" for reason, count in failures.items())
             gaps = f"{counts.get('gaps', '-')}" + (f" ({why}{': ' + reasons if reasons else ''})" if why else "")
             verdict = f"{summary['verdict']} (exit {summary['exit_code']})"
-            print(f"| {rss.get('source', source)} | {name} | {verdict} | {ci} | "
-                  f"{fds.get('verdict', '-')} | {summary['load']['connections_closed']} | {gaps} |", flush=True)
+            print(
+                f"| {rss.get('source', source)} | {name} | {verdict} | {ci} | "
+                f"{fds.get('verdict', '-')} | {summary['load']['connections_closed']} | {gaps} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -75,18 +75,38 @@ def synthetic_run(
             open_now = int(opened - closed)
             noise = rng.gauss(0, 200_000)
             sample = {
-                "t": round(t, 3), "wall": 1_795_000_000 + t, "phase": phase,
-                "opened": int(opened), "closed": int(closed), "open": open_now, "errors": 0,
+                "t": round(t, 3),
+                "wall": 1_795_000_000 + t,
+                "phase": phase,
+                "opened": int(opened),
+                "closed": int(closed),
+                "open": open_now,
+                "errors": 0,
                 "rss": int(60_000_000 + leak_bytes * closed + 20_000_000 * (1 - math.exp(-closed / 4000)) + noise),
                 "uss": int(50_000_000 + leak_bytes * closed + noise),
                 "heap": int(20_000_000 + leak_bytes * 0.9 * closed + rng.gauss(0, 20_000)) if heap else None,
-                "fds": 12 + open_now, "threads": 4, "cpu": rng.uniform(20, 60), "procs": 1,
+                "fds": 12 + open_now,
+                "threads": 4,
+                "cpu": rng.uniform(20, 60),
+                "procs": 1,
             }
             if churning:
                 sample["lat"] = {
-                    "WS connect": [round(rng.uniform(1, 3), 3), round(rng.uniform(4, 8), 3), round(rng.uniform(8, 30), 3)],
-                    "WS echo": [round(rng.uniform(0.2, 0.6), 3), round(rng.uniform(1, 2), 3), round(rng.uniform(2, 9), 3)],
-                    "WS close": [round(rng.uniform(0.3, 0.8), 3), round(rng.uniform(1, 3), 3), round(rng.uniform(3, 12), 3)],
+                    "WS connect": [
+                        round(rng.uniform(1, 3), 3),
+                        round(rng.uniform(4, 8), 3),
+                        round(rng.uniform(8, 30), 3),
+                    ],
+                    "WS echo": [
+                        round(rng.uniform(0.2, 0.6), 3),
+                        round(rng.uniform(1, 2), 3),
+                        round(rng.uniform(2, 9), 3),
+                    ],
+                    "WS close": [
+                        round(rng.uniform(0.3, 0.8), 3),
+                        round(rng.uniform(1, 3), 3),
+                        round(rng.uniform(3, 12), 3),
+                    ],
                 }
             fh.write(json.dumps(sample, separators=(",", ":")) + "\n")
     profile = {
@@ -96,25 +116,69 @@ def synthetic_run(
         "sampling": {"interval": interval},
     }
     meta = {
-        "format": 1, "started_at": started_at, "argv": ["soak", "run", f"profiles/{profile_name}.toml"],
+        "format": 1,
+        "started_at": started_at,
+        "argv": ["soak", "run", f"profiles/{profile_name}.toml"],
         "profile": profile,
-        "environment": {"python": "3.11", "platform": "Linux", "machine": "x86_64", "cpus": 2,
-                        "fd_limit": {"soft": 20000, "hard": 20000}, "versions": {"locust": "2.x"}},
-        "target": {"command": [sys.executable, "-m", "myapp.server", "--port", "40000"], "url": "ws://127.0.0.1:40000/", "pid": 4242},
+        "environment": {
+            "python": "3.11",
+            "platform": "Linux",
+            "machine": "x86_64",
+            "cpus": 2,
+            "fd_limit": {"soft": 20000, "hard": 20000},
+            "versions": {"locust": "2.x"},
+        },
+        "target": {
+            "command": [sys.executable, "-m", "myapp.server", "--port", "40000"],
+            "url": "ws://127.0.0.1:40000/",
+            "pid": 4242,
+        },
     }
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    run = {"format": 1, "ended_at": started_at, "phases": bounds, "interrupted": False, "error": None,
-           "target": {"pid": 4242, "exit_code": 0, "signal": None, "crashed": False}, "notes": [], "samples": samples}
+    run = {
+        "format": 1,
+        "ended_at": started_at,
+        "phases": bounds,
+        "interrupted": False,
+        "error": None,
+        "target": {"pid": 4242, "exit_code": 0, "signal": None, "crashed": False},
+        "notes": [],
+        "samples": samples,
+    }
     if sites is not None:
         run["sites"] = sites
     (folder / "run.json").write_text(json.dumps(run), encoding="utf-8")
     requests = int(closed)
     stats = {
-        "requests": [{"name": name, "method": "WS", "requests": requests, "failures": 0, "avg_ms": 2.0, "min_ms": 0.1, "max_ms": 80.0,
-                      "p50_ms": 1.0, "p95_ms": 5.0, "p99_ms": 12.0} for name in ("close", "connect", "echo")],
-        "total": {"name": "Aggregated", "method": "", "requests": 3 * requests, "failures": 0, "avg_ms": 2.0, "min_ms": 0.1,
-                  "max_ms": 80.0, "p50_ms": 1.0, "p95_ms": 5.0, "p99_ms": 12.0},
-        "errors": [], "exceptions": [],
+        "requests": [
+            {
+                "name": name,
+                "method": "WS",
+                "requests": requests,
+                "failures": 0,
+                "avg_ms": 2.0,
+                "min_ms": 0.1,
+                "max_ms": 80.0,
+                "p50_ms": 1.0,
+                "p95_ms": 5.0,
+                "p99_ms": 12.0,
+            }
+            for name in ("close", "connect", "echo")
+        ],
+        "total": {
+            "name": "Aggregated",
+            "method": "",
+            "requests": 3 * requests,
+            "failures": 0,
+            "avg_ms": 2.0,
+            "min_ms": 0.1,
+            "max_ms": 80.0,
+            "p50_ms": 1.0,
+            "p95_ms": 5.0,
+            "p99_ms": 12.0,
+        },
+        "errors": [],
+        "exceptions": [],
     }
     (folder / "locust_stats.json").write_text(json.dumps(stats), encoding="utf-8")
     lines = log_lines if log_lines is not None else [f"connection {i} closed" for i in range(200)]
@@ -153,7 +217,9 @@ print(json.dumps({"step": step, "seconds": round(seconds, 2), "peak_rss_mb": rou
 
 
 def _measure(step: str, folder: Path, history: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", _CHILD, step, str(folder), str(history)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, step, str(folder), str(history)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"bench step {step} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -161,23 +227,35 @@ def _measure(step: str, folder: Path, history: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=86_400, help="samples in the synthetic run (default 86400 = 12 h at 0.5 s)")
+    parser.add_argument(
+        "--samples", type=int, default=86_400, help="samples in the synthetic run (default 86400 = 12 h at 0.5 s)"
+    )
     parser.add_argument("--interval", type=float, default=0.5, help="sampling interval in seconds")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="soak-bench-report-") as tmp:
         folder = synthetic_run(Path(tmp) / "run", samples=args.samples, interval=args.interval, profile_name="bench")
         size = (folder / "samples.jsonl").stat().st_size
-        print(f"{args.samples} samples ({args.samples * args.interval / 3600:.1f} h at {args.interval:g} s), samples.jsonl {size / 2**20:.1f} MB")
+        print(
+            f"{args.samples} samples ({args.samples * args.interval / 3600:.1f} h at {args.interval:g} s), samples.jsonl {size / 2**20:.1f} MB"
+        )
         for step in ("report", "finish"):
             result = _measure(step, folder, Path(tmp) / "history.sqlite")
-            label = "report.html + junit.xml" if step == "report" else "whole soak analyze (load, analysis, outputs, history)"
-            print(f"{step:>7}: {result['seconds']:6.2f} s, peak RSS {result['peak_rss_mb']:6.1f} MB "
-                  f"({result['before_mb']:.0f} MB before the step), report {result['report_kb']} KB  ({label})")
+            label = (
+                "report.html + junit.xml"
+                if step == "report"
+                else "whole soak analyze (load, analysis, outputs, history)"
+            )
+            print(
+                f"{step:>7}: {result['seconds']:6.2f} s, peak RSS {result['peak_rss_mb']:6.1f} MB "
+                f"({result['before_mb']:.0f} MB before the step), report {result['report_kb']} KB  ({label})"
+            )
     return 0
 
 
 if __name__ == "__main__":
     started = time.perf_counter()
     code = main()
-    print(f"total {time.perf_counter() - started:.1f} s (peak RSS of this parent {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"total {time.perf_counter() - started:.1f} s (peak RSS of this parent {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+    )
     sys.exit(code)

@@ -139,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--leak", default=None, help="a leak of examples/node/echo.js for both servers (e.g. user-state)"
     )
-    parser.add_argument("--runtime", choices=("node", "jvm"), default="node",
-                        help="node: examples/node/echo.js; jvm: runner/targets/java/Server.java")
+    parser.add_argument(
+        "--runtime",
+        choices=("node", "jvm"),
+        default="node",
+        help="node: examples/node/echo.js; jvm: runner/targets/java/Server.java",
+    )
     args = parser.parse_args(argv)
     plain = Contender(args.runtime, False, args.leak, args.runtime)
     probed = Contender(f"{args.runtime} + heap tier", True, args.leak, args.runtime)

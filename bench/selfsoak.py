@@ -117,12 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     code_dir = snapshot_code(out / "code")
     env = dict(os.environ, PYTHONPATH=str(code_dir))
-    command = [sys.executable, "-m", "runner", "run", str(profile_file.resolve()), "--out", str(inner.path.resolve()), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "runner",
+        "run",
+        str(profile_file.resolve()),
+        "--out",
+        str(inner.path.resolve()),
+        "--quiet",
+    ]
     log = open(out / "runner.log", "wb")
-    runner = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=code_dir, env=env)
+    runner = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=code_dir, env=env
+    )
     process = psutil.Process(runner.pid)
     profile = parse_profile(
-        {"target": {"pid": runner.pid, "url": "ws://127.0.0.1:1/"}, "load": {"users": args.users, "duration": duration}},
+        {
+            "target": {"pid": runner.pid, "url": "ws://127.0.0.1:1/"},
+            "load": {"users": args.users, "duration": duration},
+        },
         name="selfsoak",
     )
     t0 = time.monotonic()
@@ -182,14 +196,28 @@ def main(argv: list[str] | None = None) -> int:
             "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "phases": inner_run.get("phases", []),
             "interrupted": bool(inner_run.get("interrupted")),
-            "error": {"kind": "runner_failed", "message": f"the inner soak exited with code {code}; see runner.log"} if failed else None,
-            "target": {"pid": runner.pid, "exit_code": code, "signal": None, "crashed": failed, "started_by_runner": True, "log_tail": []},
+            "error": {"kind": "runner_failed", "message": f"the inner soak exited with code {code}; see runner.log"}
+            if failed
+            else None,
+            "target": {
+                "pid": runner.pid,
+                "exit_code": code,
+                "signal": None,
+                "crashed": failed,
+                "started_by_runner": True,
+                "log_tail": [],
+            },
             "notes": [f"inner soak verdict exit code {code} (the echo server's own verdict)"],
         },
     )
     # judged by the snapshot too (``soak analyze``), so the verdict uses the code that ran
-    analyze = subprocess.run([sys.executable, "-m", "runner", "analyze", str(out.resolve()), "--quiet"], cwd=code_dir, env=env,
-                             capture_output=True, text=True)
+    analyze = subprocess.run(
+        [sys.executable, "-m", "runner", "analyze", str(out.resolve()), "--quiet"],
+        cwd=code_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if not outer.summary.exists():
         print(analyze.stderr, file=sys.stderr)
         return 3
@@ -197,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runner memory verdict: {summary['verdict'].upper()} - {summary['reasons'][0]}")
     for name, metric in summary["metrics"].items():
         print(f"  {name}: {metric['reason']}")
-    print(f"inner soak exit code {code}; {summary['load']['connections_closed']} connections; report: {out / 'report.html'}")
+    print(
+        f"inner soak exit code {code}; {summary['load']['connections_closed']} connections; report: {out / 'report.html'}"
+    )
     return int(summary["exit_code"])
 
 

@@ -89,8 +89,21 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 
-_RUN_COLUMNS = ("run_dir", "profile", "started_at", "recorded_at", "revision", "verdict", "exit_code", "cycles", "errors",
-                "peak_concurrent", "cycles_per_second", "regressions", "reason")
+_RUN_COLUMNS = (
+    "run_dir",
+    "profile",
+    "started_at",
+    "recorded_at",
+    "revision",
+    "verdict",
+    "exit_code",
+    "cycles",
+    "errors",
+    "peak_concurrent",
+    "cycles_per_second",
+    "regressions",
+    "reason",
+)
 _METRIC_COLUMNS = ("slope_per_connection", "ci_low", "ci_high", "slope_per_hour", "budget_per_connection", "verdict")
 
 
@@ -111,15 +124,18 @@ def target_revision(cwd: str | Path | None = None) -> str | None:
     if git is None:
         return None
     try:
-        done = subprocess.run([git, "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        done = subprocess.run(
+            [git, "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     revision = done.stdout.strip()
     return revision if done.returncode == 0 and revision else None
 
 
-def entry_from_summary(summary: Mapping[str, Any], run_dir: str | Path, *, revision: str | None = None,
-                       recorded_at: str | None = None) -> dict[str, Any]:
+def entry_from_summary(
+    summary: Mapping[str, Any], run_dir: str | Path, *, revision: str | None = None, recorded_at: str | None = None
+) -> dict[str, Any]:
     """The history row of one run (pure): plain data, outside strings redacted."""
     load = summary.get("load") or {}
     reasons = summary.get("reasons") or [""]
@@ -154,8 +170,13 @@ def _spread(values: Sequence[float], half_widths: Sequence[float]) -> float:
     return max(statistics.median(half_widths) if half_widths else 0.0, mad)
 
 
-def find_regressions(current: Mapping[str, Mapping[str, Any]], previous: Sequence[Mapping[str, Any]], *,
-                     baseline_runs: int = BASELINE_RUNS, min_rise_fraction: float = MIN_RISE_FRACTION_OF_BUDGET) -> list[dict[str, Any]]:
+def find_regressions(
+    current: Mapping[str, Mapping[str, Any]],
+    previous: Sequence[Mapping[str, Any]],
+    *,
+    baseline_runs: int = BASELINE_RUNS,
+    min_rise_fraction: float = MIN_RISE_FRACTION_OF_BUDGET,
+) -> list[dict[str, Any]]:
     """Metrics whose per-connection slope rose significantly against the previous passing runs (pure).
 
     ``current`` is the summary's ``metrics``; ``previous`` are history rows of the same
@@ -178,7 +199,11 @@ def find_regressions(current: Mapping[str, Mapping[str, Any]], previous: Sequenc
         if not history:
             continue
         slopes = [float(p["slope_per_connection"]) for p in history]
-        halves = [(float(p["ci_high"]) - float(p["ci_low"])) / 2 for p in history if p.get("ci_low") is not None and p.get("ci_high") is not None]
+        halves = [
+            (float(p["ci_high"]) - float(p["ci_low"])) / 2
+            for p in history
+            if p.get("ci_low") is not None and p.get("ci_high") is not None
+        ]
         level = statistics.median(slopes)
         spread = _spread(slopes, halves)
         budget = figures.get("budget_per_connection")
@@ -187,16 +212,18 @@ def find_regressions(current: Mapping[str, Mapping[str, Any]], previous: Sequenc
             continue
         if budget is not None and rise < min_rise_fraction * float(budget):
             continue
-        found.append({
-            "metric": name,
-            "slope_per_connection": float(slope),
-            "ci_low": float(low),
-            "baseline": level,
-            "baseline_spread": spread,
-            "baseline_runs": len(history),
-            "budget_per_connection": budget,
-            "message": _regression_message(name, figures, level, len(history)),
-        })
+        found.append(
+            {
+                "metric": name,
+                "slope_per_connection": float(slope),
+                "ci_low": float(low),
+                "baseline": level,
+                "baseline_spread": spread,
+                "baseline_runs": len(history),
+                "budget_per_connection": budget,
+                "message": _regression_message(name, figures, level, len(history)),
+            }
+        )
     return found
 
 
@@ -204,9 +231,11 @@ def _regression_message(name: str, figures: Mapping[str, Any], level: float, run
     from .units import format_bytes
 
     unit = (lambda v: format_bytes(v)) if name in ("rss", "uss", "heap") else (lambda v: f"{v:.3g}")
-    text = (f"{name} per connection rose to {unit(figures['slope_per_connection'])} "
-            f"(CI {unit(figures['ci_low'])} to {unit(figures.get('ci_high', figures['ci_low']))}) "
-            f"from {unit(level)} in the previous {runs} passing run{'s' if runs != 1 else ''}")
+    text = (
+        f"{name} per connection rose to {unit(figures['slope_per_connection'])} "
+        f"(CI {unit(figures['ci_low'])} to {unit(figures.get('ci_high', figures['ci_low']))}) "
+        f"from {unit(level)} in the previous {runs} passing run{'s' if runs != 1 else ''}"
+    )
     budget = figures.get("budget_per_connection")
     if budget is not None and float(figures["slope_per_connection"]) <= float(budget):
         text += f"; still under its budget of {unit(budget)}"
@@ -219,9 +248,13 @@ class History:
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
-            raise UsageError(f"no run history at {str(self.path)!r}", hint="run `soak run` first, or pass --history PATH")
+            raise UsageError(
+                f"no run history at {str(self.path)!r}", hint="run `soak run` first, or pass --history PATH"
+            )
         if self.path.exists() and self.path.is_dir():
-            raise UsageError(f"history path {str(self.path)!r} is a folder", hint="give a file path such as reports/history.sqlite")
+            raise UsageError(
+                f"history path {str(self.path)!r} is a folder", hint="give a file path such as reports/history.sqlite"
+            )
         try:
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,15 +263,22 @@ class History:
             self._db.execute("PRAGMA foreign_keys = ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise UsageError(f"history {str(self.path)!r} was written by a newer soak-runner (schema {version})",
-                                 hint="upgrade soak-runner or use another --history")
+                raise UsageError(
+                    f"history {str(self.path)!r} was written by a newer soak-runner (schema {version})",
+                    hint="upgrade soak-runner or use another --history",
+                )
             with self._db:
                 self._db.executescript(_SCHEMA)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
-            raise UsageError(f"cannot use run history {str(self.path)!r}: {exc}", hint="pass another --history PATH") from None
+            raise UsageError(
+                f"cannot use run history {str(self.path)!r}: {exc}", hint="pass another --history PATH"
+            ) from None
         except OSError as exc:
-            raise UsageError(f"cannot create run history {str(self.path)!r}: {exc.strerror or exc}", hint="pass another --history PATH") from None
+            raise UsageError(
+                f"cannot create run history {str(self.path)!r}: {exc.strerror or exc}",
+                hint="pass another --history PATH",
+            ) from None
 
     def __enter__(self) -> "History":
         return self
@@ -256,18 +296,30 @@ class History:
         columns = ", ".join(_RUN_COLUMNS)
         marks = ", ".join(f":{c}" for c in _RUN_COLUMNS)
         updates = ", ".join(
-            f"{c} = COALESCE(runs.{c}, excluded.{c})" if c == "revision" else f"{c} = excluded.{c}" for c in _RUN_COLUMNS[1:]
+            f"{c} = COALESCE(runs.{c}, excluded.{c})" if c == "revision" else f"{c} = excluded.{c}"
+            for c in _RUN_COLUMNS[1:]
         )
         with self._db:
-            self._db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT (run_dir) DO UPDATE SET {updates}", values)
+            self._db.execute(
+                f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT (run_dir) DO UPDATE SET {updates}", values
+            )
             self._db.execute("DELETE FROM metrics WHERE run_dir = ?", (values["run_dir"],))
             self._db.executemany(
                 f"INSERT INTO metrics (run_dir, metric, {', '.join(_METRIC_COLUMNS)}) VALUES (?, ?, {', '.join('?' * len(_METRIC_COLUMNS))})",
-                [(values["run_dir"], name, *(figures.get(c) for c in _METRIC_COLUMNS)) for name, figures in (entry.get("metrics") or {}).items()],
+                [
+                    (values["run_dir"], name, *(figures.get(c) for c in _METRIC_COLUMNS))
+                    for name, figures in (entry.get("metrics") or {}).items()
+                ],
             )
 
-    def runs(self, profile: str | None = None, *, limit: int | None = 20, exclude: str | Path | None = None,
-             before: str | None = None) -> list[dict[str, Any]]:
+    def runs(
+        self,
+        profile: str | None = None,
+        *,
+        limit: int | None = 20,
+        exclude: str | Path | None = None,
+        before: str | None = None,
+    ) -> list[dict[str, Any]]:
         """The latest ``limit`` runs (of ``profile`` if given), oldest first, each with its ``metrics``."""
         where: list[str] = []
         params: list[Any] = []
@@ -280,7 +332,11 @@ class History:
         if before is not None:
             where.append("(started_at IS NULL OR started_at <= ?)")
             params.append(before)
-        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started_at DESC, recorded_at DESC"
+        sql = (
+            "SELECT * FROM runs"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY started_at DESC, recorded_at DESC"
+        )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -305,4 +361,3 @@ class History:
     def profiles(self) -> list[str]:
         """Profile names with at least one recorded run."""
         return [row[0] for row in self._db.execute("SELECT DISTINCT profile FROM runs ORDER BY profile")]
-

@@ -39,8 +39,15 @@ MAX_LIVE_CAPTURE_BYTES = 256_000_000
 class Looks:
     """The looks of one steady phase; :meth:`loop` runs as a greenlet, :meth:`is_decided` ends the wait."""
 
-    def __init__(self, profile: Profile, folder: RunFolder, *, clock: Callable[[], float], progress: Progress,
-                 runtime: Callable[[], str | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        folder: RunFolder,
+        *,
+        clock: Callable[[], float],
+        progress: Progress,
+        runtime: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.profile = profile
         #: The garbage-collected runtime whose probe reads the heap (runner.sampling.runtimes), if any.
         self.runtime = runtime
@@ -73,8 +80,11 @@ class Looks:
                 decision = gevent.get_hub().threadpool.apply(
                     decide,
                     (samples, self.profile.analysis, self.plan, look),
-                    {"stop_on_leak": self.stop_on_leak, "stop_on_pass": self.stop_on_pass and heap_known,
-                     "runtime": self.runtime()},
+                    {
+                        "stop_on_leak": self.stop_on_leak,
+                        "stop_on_pass": self.stop_on_pass and heap_known,
+                        "runtime": self.runtime(),
+                    },
                 )
             except Exception as exc:  # noqa: BLE001 - a failed look must not end the run
                 self._note(f"look {look + 1} of {self.plan.count} failed ({type(exc).__name__}: {exc}); run goes on")
@@ -100,11 +110,19 @@ class Looks:
         if files.capture.stat().st_size > MAX_LIVE_CAPTURE_BYTES:
             if not self._heap_note:
                 self._heap_note = True
-                self._note(f"memray's capture passed {MAX_LIVE_CAPTURE_BYTES / 1e6:.0f} MB: later looks judge "
-                           "psutil's tiers only and cannot stop on PASS (the final verdict reads the whole capture)")
+                self._note(
+                    f"memray's capture passed {MAX_LIVE_CAPTURE_BYTES / 1e6:.0f} MB: later looks judge "
+                    "psutil's tiers only and cannot stop on PASS (the final verdict reads the whole capture)"
+                )
             return samples, False
-        argv = [sys.executable, "-m", "runner.sampling.memray_capture", "heap", str(files.capture),
-                str(files.checkpoints)]
+        argv = [
+            sys.executable,
+            "-m",
+            "runner.sampling.memray_capture",
+            "heap",
+            str(files.capture),
+            str(files.checkpoints),
+        ]
         try:
             done = subprocess.run(
                 argv, capture_output=True, text=True, timeout=HEAP_READ_TIMEOUT, stdin=subprocess.DEVNULL

@@ -37,6 +37,7 @@ __all__ = [
 #: Placeholders a target command or URL may use.
 PLACEHOLDERS = ("port", "python")
 
+
 @dataclass(frozen=True, kw_only=True)
 class TargetSettings:
     """How to start (or find) the server under test."""
@@ -301,7 +302,9 @@ def _number(kind: type, *, minimum: float | None = None, exclusive: bool = False
             try:
                 value = kind(value.strip())
             except ValueError:
-                raise ProfileError(f"{key}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+                raise ProfileError(
+                    f"{key}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}"
+                ) from None
         if kind is int and isinstance(value, float):
             if not value.is_integer():
                 raise ProfileError(f"{key}: expected a whole number, got {value!r}")
@@ -358,14 +361,17 @@ def _steady_duration(value: Any, key: str) -> float | str:
         return _positive_duration(value, key)
     except ProfileError as exc:
         hint = exc.hint or 'write a duration such as 10m, or "auto" to stop once decided'
-        raise ProfileError(f"{exc.message}, or \"auto\"", hint=hint) from None
+        raise ProfileError(f'{exc.message}, or "auto"', hint=hint) from None
 
 
 def _placeholders(text: str, key: str) -> set[str]:
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as exc:
-        raise ProfileError(f"{key}: {text!r} has a broken placeholder ({exc})", hint="write {port} or {python}; double a brace to keep it") from None
+        raise ProfileError(
+            f"{key}: {text!r} has a broken placeholder ({exc})",
+            hint="write {port} or {python}; double a brace to keep it",
+        ) from None
     unknown = names - set(PLACEHOLDERS)
     if unknown:
         name = sorted(unknown)[0]
@@ -386,7 +392,9 @@ def _command(value: Any, key: str) -> tuple[str, ...] | None:
     else:
         raise ProfileError(f"{key}: expected a string or a list of strings, got {type(value).__name__}")
     if not parts or not parts[0].strip():
-        raise ProfileError(f"{key}: the command is empty", hint='for example "{python} -m runner.targets.echo --port {port}"')
+        raise ProfileError(
+            f"{key}: the command is empty", hint='for example "{python} -m runner.targets.echo --port {port}"'
+        )
     for part in parts:
         _placeholders(part, key)
     return tuple(parts)
@@ -416,7 +424,9 @@ def _significance(value: Any, key: str) -> float:
     """A significance level: strictly between 0 and 0.5 (0.05 gives 95% intervals)."""
     level = _number(float, minimum=0, exclusive=True)(value, key)
     if level >= 0.5:
-        raise ProfileError(f"{key}: must be below 0.5, got {value!r}", hint="0.05 gives 95% confidence intervals, 0.01 gives 99%")
+        raise ProfileError(
+            f"{key}: must be below 0.5, got {value!r}", hint="0.05 gives 95% confidence intervals, 0.01 gives 99%"
+        )
     return level
 
 
@@ -424,7 +434,9 @@ def _fraction(value: Any, key: str) -> float:
     """A share from 0 to 1 inclusive."""
     share = _number(float, minimum=0)(value, key)
     if share > 1:
-        raise ProfileError(f"{key}: must be between 0 and 1, got {value!r}", hint="0.1 drops one connection in ten, 1 drops them all")
+        raise ProfileError(
+            f"{key}: must be between 0 and 1, got {value!r}", hint="0.1 drops one connection in ten, 1 drops them all"
+        )
     return share
 
 
@@ -437,7 +449,9 @@ def _string(value: Any, key: str) -> str:
 def _string_table(value: Any, key: str) -> dict[str, str]:
     """A table of names to text values (headers, query parameters)."""
     if not isinstance(value, dict):
-        raise ProfileError(f"{key}: expected a table such as {{ Authorization = \"Bearer {{token}}\" }}, got {type(value).__name__}")
+        raise ProfileError(
+            f'{key}: expected a table such as {{ Authorization = "Bearer {{token}}" }}, got {type(value).__name__}'
+        )
     table: dict[str, str] = {}
     for name, item in value.items():
         if not isinstance(item, (str, int, float)) or isinstance(item, bool):
@@ -450,7 +464,7 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ProfileError(f"{key}: expected a list of non-empty strings such as [\"chat.v1\"], got {value!r}")
+        raise ProfileError(f'{key}: expected a list of non-empty strings such as ["chat.v1"], got {value!r}')
     return tuple(value)
 
 
@@ -463,12 +477,16 @@ def _source_addresses(value: Any, key: str) -> str | tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise ProfileError(f"{key}: expected \"auto\", \"off\" or a list of addresses such as [\"10.0.0.5\", \"10.0.0.6\"], got {value!r}")
+        raise ProfileError(
+            f'{key}: expected "auto", "off" or a list of addresses such as ["10.0.0.5", "10.0.0.6"], got {value!r}'
+        )
     for item in value:
         try:
             ipaddress.ip_address(str(item))
         except ValueError:
-            raise ProfileError(f"{key}: {item!r} is not an IP address", hint='write addresses such as "127.0.0.2", or "auto"') from None
+            raise ProfileError(
+                f"{key}: {item!r} is not an IP address", hint='write addresses such as "127.0.0.2", or "auto"'
+            ) from None
     return tuple(str(item) for item in value)
 
 
@@ -482,8 +500,10 @@ def _sources(value: Any, key: str) -> tuple[str, ...]:
     """One source kind or a list of them, each once."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) for v in items):
-        raise ProfileError(f"{key}: expected a source or a list of sources such as [\"metrics_url\"], got {value!r}",
-                           hint=f"sources: {', '.join(SOURCE_KINDS)}")
+        raise ProfileError(
+            f'{key}: expected a source or a list of sources such as ["metrics_url"], got {value!r}',
+            hint=f"sources: {', '.join(SOURCE_KINDS)}",
+        )
     for item in items:
         if item not in SOURCE_KINDS:
             raise ProfileError(f"{key}: unknown source {item!r}", hint=did_you_mean(item, SOURCE_KINDS, what="sources"))
@@ -494,8 +514,7 @@ def _sources(value: Any, key: str) -> tuple[str, ...]:
 
 def _http_url(value: Any, key: str, *, placeholders: bool = True) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ProfileError(f"{key}: expected an http:// URL such as \"http://127.0.0.1:{{port}}/metrics\", "
-                           f"got {value!r}")
+        raise ProfileError(f'{key}: expected an http:// URL such as "http://127.0.0.1:{{port}}/metrics", got {value!r}')
     if placeholders:
         _placeholders(value, key)
     elif "{" in value:
@@ -506,8 +525,9 @@ def _http_url(value: Any, key: str, *, placeholders: bool = True) -> str:
     except ValueError as exc:
         raise ProfileError(f"{key}: {value!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfileError(f"{key}: {value!r} is not an http:// or https:// URL with a host",
-                           hint="for example http://127.0.0.1:9090")
+        raise ProfileError(
+            f"{key}: {value!r} is not an http:// or https:// URL with a host", hint="for example http://127.0.0.1:9090"
+        )
     return value
 
 
@@ -516,12 +536,13 @@ def _metric_names(value: Any, key: str) -> dict[str, str]:
     from .sampling.selectors import parse_selector
 
     if not isinstance(value, dict):
-        raise ProfileError(f"{key}: expected a table such as {{ rss = \"my_rss_bytes\" }}, got {type(value).__name__}")
+        raise ProfileError(f'{key}: expected a table such as {{ rss = "my_rss_bytes" }}, got {type(value).__name__}')
     names: dict[str, str] = {}
     for metric, selector in value.items():
         if metric not in SOURCE_METRICS:
-            raise ProfileError(f"unknown profile key {key}.{_printable(metric)}",
-                               hint=did_you_mean(metric, list(SOURCE_METRICS)))
+            raise ProfileError(
+                f"unknown profile key {key}.{_printable(metric)}", hint=did_you_mean(metric, list(SOURCE_METRICS))
+            )
         if not isinstance(selector, str):
             raise ProfileError(f"{key}.{metric}: expected a series name, got {type(selector).__name__}")
         try:
@@ -537,23 +558,29 @@ def _prometheus(value: Any, key: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ProfileError(f"{key}: expected a table such as "
-                           f"{{ url = \"http://127.0.0.1:9090\", queries = {{ rss = \"...\" }} }}")
+        raise ProfileError(
+            f'{key}: expected a table such as {{ url = "http://127.0.0.1:9090", queries = {{ rss = "..." }} }}'
+        )
     for name in value:
         if name not in ("url", "queries"):
-            raise ProfileError(f"unknown profile key {key}.{_printable(name)}", hint=did_you_mean(name, ["url", "queries"]))
+            raise ProfileError(
+                f"unknown profile key {key}.{_printable(name)}", hint=did_you_mean(name, ["url", "queries"])
+            )
     if "url" not in value:
         raise ProfileError(f"{key}.url is missing", hint="the Prometheus server's address, e.g. http://127.0.0.1:9090")
     url = _http_url(value["url"], f"{key}.url", placeholders=False)
     queries = value.get("queries")
     if not isinstance(queries, dict) or not queries:
-        raise ProfileError(f"{key}.queries: expected a table of PromQL queries "
-                           f"such as {{ rss = \"process_resident_memory_bytes\" }}")
+        raise ProfileError(
+            f'{key}.queries: expected a table of PromQL queries such as {{ rss = "process_resident_memory_bytes" }}'
+        )
     checked: dict[str, str] = {}
     for metric, query in queries.items():
         if metric not in SOURCE_METRICS:
-            raise ProfileError(f"unknown profile key {key}.queries.{_printable(metric)}",
-                               hint=did_you_mean(metric, list(SOURCE_METRICS)))
+            raise ProfileError(
+                f"unknown profile key {key}.queries.{_printable(metric)}",
+                hint=did_you_mean(metric, list(SOURCE_METRICS)),
+            )
         checked[metric] = _string(query, f"{key}.queries.{metric}")
     return {"url": url, "queries": checked}
 
@@ -577,7 +604,7 @@ def _protocol(value: Any, key: str) -> str:
 
 def _namespace(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ProfileError(f"{key}: expected a Socket.IO namespace such as \"/\" or \"/chat\", got {value!r}")
+        raise ProfileError(f'{key}: expected a Socket.IO namespace such as "/" or "/chat", got {value!r}')
     return value
 
 
@@ -586,7 +613,7 @@ def _json_table(value: Any, key: str) -> dict[str, Any]:
 
     if not isinstance(value, dict):
         raise ProfileError(
-            f"{key}: expected a table such as {{ token = \"tok-{{user_id}}\" }}, got {type(value).__name__}"
+            f'{key}: expected a table such as {{ token = "tok-{{user_id}}" }}, got {type(value).__name__}'
         )
     try:
         json.dumps(value)
@@ -731,7 +758,9 @@ def parse_profile(
         values: dict[str, Any] = {}
         for key, value in table.items():
             if key not in schema:
-                raise ProfileError(f"unknown profile key {section}.{_printable(key)}", hint=did_you_mean(key, list(schema)))
+                raise ProfileError(
+                    f"unknown profile key {section}.{_printable(key)}", hint=did_you_mean(key, list(schema))
+                )
             values[key] = schema[key](value, f"{section}.{key}")
         sections[section] = _SECTION_CLASSES[section](**values)
 
@@ -752,18 +781,24 @@ def _check_sampling(target: TargetSettings, sampling: SamplingSettings) -> None:
     configured = set(sampling.remote_sources)
     for kind in sampling.source:
         if kind == "process" and not local:
-            raise ProfileError("sampling.source names process but there is no local process to sample",
-                               hint="start one with target.command, pass --pid, "
-                                    "or sample metrics_url, prometheus or cgroup")
+            raise ProfileError(
+                "sampling.source names process but there is no local process to sample",
+                hint="start one with target.command, pass --pid, or sample metrics_url, prometheus or cgroup",
+            )
         if kind != "process" and kind not in configured:
-            raise ProfileError(f"sampling.source names {kind} but sampling.{kind} is not set",
-                               hint=f"set sampling.{kind}, or drop it from sampling.source")
+            raise ProfileError(
+                f"sampling.source names {kind} but sampling.{kind} is not set",
+                hint=f"set sampling.{kind}, or drop it from sampling.source",
+            )
     if sampling.metrics and not sampling.metrics_url:
-        raise ProfileError("sampling.metrics names series but sampling.metrics_url is not set",
-                           hint="set sampling.metrics_url")
+        raise ProfileError(
+            "sampling.metrics names series but sampling.metrics_url is not set", hint="set sampling.metrics_url"
+        )
     if sampling.metrics_url and "{port}" in sampling.metrics_url and target.command is None:
-        raise ProfileError("sampling.metrics_url uses {port} but there is no target.command to give it a port",
-                           hint="write the real port in the URL")
+        raise ProfileError(
+            "sampling.metrics_url uses {port} but there is no target.command to give it a port",
+            hint="write the real port in the URL",
+        )
 
 
 #: [load] keys the plain echo loop honours and a scenario does not: key -> how a scenario does it.
@@ -795,7 +830,9 @@ def _check_echo_only_keys(load: LoadSettings, scenario: ScenarioSettings) -> Non
     defaults = LoadSettings()
     for key, instead in _ECHO_ONLY_KEYS.items():
         if getattr(load, key) != getattr(defaults, key):
-            raise ProfileError(f"load.{key} applies to the plain echo loop, not to a scenario", hint=f"drop load.{key}, or {instead}")
+            raise ProfileError(
+                f"load.{key} applies to the plain echo loop, not to a scenario", hint=f"drop load.{key}, or {instead}"
+            )
 
 
 def _check_protocol(scenario: ScenarioSettings) -> None:
@@ -809,12 +846,15 @@ def _check_protocol(scenario: ScenarioSettings) -> None:
             hint='add protocol = "socket.io", or remove namespace',
         )
     if scenario.auth is not None and scenario.protocol is None:
-        raise ProfileError("scenario.auth is the handshake payload of a protocol preset, and no protocol is set",
-                           hint='add protocol = "socket.io" or "graphql-ws"; plain auth goes in headers or a step')
+        raise ProfileError(
+            "scenario.auth is the handshake payload of a protocol preset, and no protocol is set",
+            hint='add protocol = "socket.io" or "graphql-ws"; plain auth goes in headers or a step',
+        )
     if scenario.auto_reply and scenario.protocol is not None:
-        raise ProfileError(f"scenario.auto_reply is for protocols without a preset; {scenario.protocol} answers its own "
-                           "heartbeats",
-                           hint="remove [[scenario.auto_reply]], or remove protocol")
+        raise ProfileError(
+            f"scenario.auto_reply is for protocols without a preset; {scenario.protocol} answers its own heartbeats",
+            hint="remove [[scenario.auto_reply]], or remove protocol",
+        )
 
 
 def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
@@ -833,20 +873,34 @@ def _resolve_files(sections: dict[str, Any], source: str | None) -> None:
         return str(path)
 
     target: TargetSettings = sections["target"]
-    ca_bundle = resolve(target.ca_bundle, "target.ca_bundle", "give the PEM file of the CA that signed the server's certificate")
+    ca_bundle = resolve(
+        target.ca_bundle, "target.ca_bundle", "give the PEM file of the CA that signed the server's certificate"
+    )
     if target.insecure_tls and ca_bundle:
-        raise ProfileError("target.ca_bundle and target.insecure_tls exclude each other", hint="verify with the CA bundle, or turn verification off, not both")
+        raise ProfileError(
+            "target.ca_bundle and target.insecure_tls exclude each other",
+            hint="verify with the CA bundle, or turn verification off, not both",
+        )
     if (ca_bundle or target.insecure_tls) and target.url is not None and not target.url.startswith("wss://"):
         which = "target.ca_bundle" if ca_bundle else "target.insecure_tls"
-        raise ProfileError(f"{which} is set but target.url {target.url!r} is not a wss:// URL", hint="use a wss:// URL or drop the TLS option")
+        raise ProfileError(
+            f"{which} is set but target.url {target.url!r} is not a wss:// URL",
+            hint="use a wss:// URL or drop the TLS option",
+        )
     sections["target"] = replace(target, ca_bundle=ca_bundle)
     load: LoadSettings = sections["load"]
     sections["load"] = replace(
-        load, credentials=resolve(load.credentials, "load.credentials", "a CSV file whose first row names the fields, e.g. username,token")
+        load,
+        credentials=resolve(
+            load.credentials, "load.credentials", "a CSV file whose first row names the fields, e.g. username,token"
+        ),
     )
     scenario: ScenarioSettings = sections["scenario"]
     if scenario.steps and scenario.file:
-        raise ProfileError("scenario.steps and scenario.file exclude each other", hint="describe the steps in the profile or in a Python file, not both")
+        raise ProfileError(
+            "scenario.steps and scenario.file exclude each other",
+            hint="describe the steps in the profile or in a Python file, not both",
+        )
     sections["scenario"] = replace(
         scenario, file=resolve(scenario.file, "scenario.file", "a Python file with a function scenario(conn, ctx)")
     )
@@ -861,7 +915,9 @@ def _complete_target(target: TargetSettings) -> TargetSettings:
             "nothing to soak: the profile has no target.command, target.url or pid",
             hint='set target.command (e.g. "{python} -m runner.targets.echo --port {port}") or pass --target/--url/--pid',
         )
-    command_fields = set().union(*(_placeholders(p, "target.command") for p in target.command)) if target.command else set()
+    command_fields = (
+        set().union(*(_placeholders(p, "target.command") for p in target.command)) if target.command else set()
+    )
     url = target.url
     if target.command is not None and url is None:
         if "port" not in command_fields:
@@ -872,14 +928,20 @@ def _complete_target(target: TargetSettings) -> TargetSettings:
         url = "ws://127.0.0.1:{port}/"
     if url is not None and "{port}" in url:
         if target.command is None:
-            raise ProfileError("target.url uses {port} but there is no target.command to give it a port", hint="write the real port in the URL")
+            raise ProfileError(
+                "target.url uses {port} but there is no target.command to give it a port",
+                hint="write the real port in the URL",
+            )
         if "port" not in command_fields:
             raise ProfileError(
                 "target.url uses {port} but target.command never receives it",
                 hint="add {port} to the command (e.g. --port {port}) or write a fixed port in both",
             )
     if target.pid is not None and target.command is not None:
-        raise ProfileError("--pid and target.command exclude each other", hint="sample a running server by pid, or let soak start one, not both")
+        raise ProfileError(
+            "--pid and target.command exclude each other",
+            hint="sample a running server by pid, or let soak start one, not both",
+        )
     return replace(target, url=url)
 
 
@@ -891,7 +953,9 @@ def load_profile(path: str | Path | None, *, overrides: dict[str, dict[str, Any]
     if path is not None:
         file = Path(path)
         if not file.exists():
-            raise ProfileError(f"profile {str(file)!r} does not exist", hint="check the path, or see profiles/ for examples")
+            raise ProfileError(
+                f"profile {str(file)!r} does not exist", hint="check the path, or see profiles/ for examples"
+            )
         if file.is_dir():
             raise ProfileError(f"profile {str(file)!r} is a folder, not a TOML file")
         try:

@@ -84,7 +84,9 @@ class Progress:
     plain line every ``every`` seconds. ``quiet`` shows nothing.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, interactive: bool | None = None, every: float = 10.0, quiet: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, interactive: bool | None = None, every: float = 10.0, quiet: bool = False
+    ) -> None:
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.every = every
@@ -158,7 +160,8 @@ class Progress:
         remaining = state.get("remaining")
         table.add_row(
             f"[bold]{state.get('phase', '?')}[/]",
-            f"elapsed {_clock(state.get('elapsed'))}" + (f"  left {_clock(remaining)}" if remaining is not None else ""),
+            f"elapsed {_clock(state.get('elapsed'))}"
+            + (f"  left {_clock(remaining)}" if remaining is not None else ""),
             f"open [bold]{state.get('open', 0):,}[/]  closed {state.get('closed', 0):,}",
             f"{state.get('rate', 0.0):,.1f} cycles/s",
         )

@@ -40,10 +40,39 @@ MASK = "***"
 #: Words that make a name secret (compared after splitting the name into lower-case words).
 SECRET_WORDS = frozenset(
     {
-        "token", "tokens", "secret", "secrets", "password", "passwd", "passphrase", "pwd", "pass",
-        "key", "apikey", "auth", "authorization", "credential", "credentials", "cookie", "cookies",
-        "session", "sessionid", "sid", "signature", "sig", "jwt", "bearer", "private", "privatekey",
-        "accesskey", "secretkey", "accesstoken", "refreshtoken", "clientsecret", "xsrf", "csrf",
+        "token",
+        "tokens",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "pass",
+        "key",
+        "apikey",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "cookie",
+        "cookies",
+        "session",
+        "sessionid",
+        "sid",
+        "signature",
+        "sig",
+        "jwt",
+        "bearer",
+        "private",
+        "privatekey",
+        "accesskey",
+        "secretkey",
+        "accesstoken",
+        "refreshtoken",
+        "clientsecret",
+        "xsrf",
+        "csrf",
     }
 )
 #: Parts that make a name secret even inside a longer word (PGPASSWORD, MYSECRET, GHTOKEN).
@@ -61,7 +90,9 @@ _VALUE = re.compile(r"\"[^\"]*\"|'[^']*'|[^\s&,;\"'<>)}\]]+")
 #: ``NAME=``, ``NAME: ``, ``"NAME": ``; the value is matched separately so that a
 #: non-secret name never swallows a secret one (``log: password=x``).
 _NAME_SEP = re.compile(r"(?P<quote>[\"']?)(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P=quote)(?P<sep>\s*[=:]\s*)")
-_FLAG = re.compile(r"(?P<dashes>--?)(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?P<sep>\s+)(?P<value>(?!-)[^\s\"']+|\"[^\"]*\"|'[^']*')")
+_FLAG = re.compile(
+    r"(?P<dashes>--?)(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?P<sep>\s+)(?P<value>(?!-)[^\s\"']+|\"[^\"]*\"|'[^']*')"
+)
 
 
 def _words(name: str) -> list[str]:
@@ -107,7 +138,9 @@ def redact_url(url: str) -> str:
 
 
 #: ``session.py:42``, ``auth.go:7``: a source location, not a secret.
-_SOURCE_FILE = re.compile(r"\.(py|pyx|js|mjs|cjs|ts|go|rs|c|cc|cpp|h|hpp|java|kt|rb|ex|exs|erl|cs|php|lua|zig|swift|scala)$", re.I)
+_SOURCE_FILE = re.compile(
+    r"\.(py|pyx|js|mjs|cjs|ts|go|rs|c|cc|cpp|h|hpp|java|kt|rb|ex|exs|erl|cs|php|lua|zig|swift|scala)$", re.I
+)
 
 
 def _mask_assignments(text: str) -> str:
@@ -186,7 +219,13 @@ def redact_data(data: Any) -> Any:
     if isinstance(data, Mapping):
         out = {}
         for key, value in data.items():
-            if isinstance(key, str) and is_secret_name(key) and isinstance(value, (str, int, float)) and not isinstance(value, bool) and value != "":
+            if (
+                isinstance(key, str)
+                and is_secret_name(key)
+                and isinstance(value, (str, int, float))
+                and not isinstance(value, bool)
+                and value != ""
+            ):
                 out[key] = MASK
             else:
                 out[key] = redact_data(value)

@@ -233,9 +233,13 @@ class RunRecord:
     def load(cls, path: str | Path) -> "RunRecord":
         folder = RunFolder(Path(path))
         if not folder.path.is_dir():
-            raise RunFolderError(f"run folder {str(folder.path)!r} does not exist", hint="pass a folder made by `soak run`")
+            raise RunFolderError(
+                f"run folder {str(folder.path)!r} does not exist", hint="pass a folder made by `soak run`"
+            )
         if not folder.meta.exists():
-            raise RunFolderError(f"{str(folder.path)!r} is not a run folder (no meta.json)", hint="pass a folder made by `soak run`")
+            raise RunFolderError(
+                f"{str(folder.path)!r} is not a run folder (no meta.json)", hint="pass a folder made by `soak run`"
+            )
         try:
             meta = json.loads(folder.meta.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
@@ -257,8 +261,17 @@ class RunRecord:
         runtime, runtime_finish = None, _read_optional_json(folder.path / "runtime" / "finish.json")
         if not (memray and memray.get("heap")):
             samples, runtime = join_runtime(folder, samples, (run.get("runtime") or {}).get("runtime"))
-        return cls(folder=folder.path, profile=profile, meta=meta, samples=samples, run=run, locust_stats=stats, memray=memray,
-                   runtime=runtime, runtime_finish=runtime_finish)
+        return cls(
+            folder=folder.path,
+            profile=profile,
+            meta=meta,
+            samples=samples,
+            run=run,
+            locust_stats=stats,
+            memray=memray,
+            runtime=runtime,
+            runtime_finish=runtime_finish,
+        )
 
 
 def join_runtime(

@@ -166,7 +166,9 @@ class StartedTarget:
             )
         except FileNotFoundError:
             self._log.close()
-            raise UsageError(f"target command not found: {argv[0]!r}", hint="check target.command or --target") from None
+            raise UsageError(
+                f"target command not found: {argv[0]!r}", hint="check target.command or --target"
+            ) from None
         except PermissionError:
             self._log.close()
             raise UsageError(f"target command is not executable: {argv[0]!r}", hint="check its permissions") from None
@@ -182,7 +184,9 @@ class StartedTarget:
         self._known_pids |= pids
         if new:
             self._tell_watchdog(new)
-        if len(self._known_pids) > PRUNE_AT:  # a target that forks per connection: forget the dead, as the watchdog does
+        if (
+            len(self._known_pids) > PRUNE_AT
+        ):  # a target that forks per connection: forget the dead, as the watchdog does
             self._known_pids = {pid for pid in self._known_pids if psutil.pid_exists(pid)} | {self.pid}
 
     def _tell_watchdog(self, pids: set[int]) -> None:

@@ -54,11 +54,18 @@ def close_inspector(url: str, timeout: float = 5.0) -> None:
     parts = urlsplit(url)
     if parts.scheme != "ws" or not parts.hostname:
         return
-    message = json.dumps({"id": 1, "method": "Runtime.evaluate",
-                          "params": {"expression": CLOSE_INSPECTOR, "includeCommandLineAPI": True}}).encode()
+    message = json.dumps(
+        {
+            "id": 1,
+            "method": "Runtime.evaluate",
+            "params": {"expression": CLOSE_INSPECTOR, "includeCommandLineAPI": True},
+        }
+    ).encode()
     key = base64.b64encode(os.urandom(16)).decode()
-    request = (f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    request = (
+        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     mask = os.urandom(4)
     length = len(message)
     size = bytes([0x80 | length]) if length < 126 else bytes([0x80 | 126]) + length.to_bytes(2, "big")

@@ -80,7 +80,9 @@ def echo_server() -> Iterator[Server]:
     server.stop()
 
 
-def soak(*args: str, timeout: float = 240, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def soak(
+    *args: str, timeout: float = 240, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``soak ARGS`` as a real subprocess (the CLI patches the process for gevent)."""
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],

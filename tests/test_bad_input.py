@@ -49,12 +49,18 @@ def _refused(capsys, argv: list[str]) -> str:
         (f"[target]\ncommand = {ECHO}\n[load]\nusers = 2.5\n", "load.users: expected a whole number"),
         (f"[target]\ncommand = {ECHO}\n[load]\nusers = -3\n", "load.users: must be at least 1"),
         (f"[target]\ncommand = {ECHO}\n[load]\nspawn_rate = 0\n", "load.spawn_rate: must be greater than 0"),
-        (f"[target]\ncommand = {ECHO}\n[load]\nduration = '10 minutes'\n", "load.duration: '10 minutes' is not a duration"),
+        (
+            f"[target]\ncommand = {ECHO}\n[load]\nduration = '10 minutes'\n",
+            "load.duration: '10 minutes' is not a duration",
+        ),
         (f"[target]\ncommand = {ECHO}\n[load]\nduration = '-5m'\n", "load.duration"),
         (f"[target]\ncommand = {ECHO}\n[load]\nduration = true\n", "load.duration: expected a duration"),
         (f"[target]\ncommand = {ECHO}\n[sampling]\ninterval = '0s'\n", "sampling.interval: must be longer than zero"),
         (f"[target]\ncommand = {ECHO}\nmemray = 'perhaps'\n", "target.memray: expected true or false"),
-        (f"[target]\ncommand = {ECHO}\nurl = 'http://127.0.0.1:{{port}}/'\n", "is not a WebSocket URL (it must start with ws:// or wss://)"),
+        (
+            f"[target]\ncommand = {ECHO}\nurl = 'http://127.0.0.1:{{port}}/'\n",
+            "is not a WebSocket URL (it must start with ws:// or wss://)",
+        ),
         (f"[target]\ncommand = {ECHO}\nurl = 'ws:///nohost'\n", "has no host"),
         ("[target]\ncommand = 'myserver --listen 8080'\n", "target.command has no {port} placeholder"),
         ("[target]\ncommand = 'myserver --port {prot}'\n", "unknown placeholder {prot}"),
@@ -63,34 +69,58 @@ def _refused(capsys, argv: list[str]) -> str:
         ("[target]\nurl = 'ws://127.0.0.1:{port}/'\n", "there is no target.command to give it a port"),
         ("load = 5\n", "'load' must be a table"),
         ("[load]\nusers = 5\n", "nothing to soak"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socketio'\n",
-         "scenario.protocol: unknown protocol 'socketio' (valid: 'socket.io', 'graphql-ws'; "
-         "without a preset leave it out)"),
-        (f"[target]\ncommand = {ECHO}\n[[scenario.steps]]\nemit = ['join', {{ room = 'r' }}]\n",
-         'scenario.steps step 1: emit needs [scenario] protocol = "socket.io" (no protocol is set)'),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n"
-         "[[scenario.steps]]\nemit = [{ room = 'r' }]\n",
-         "scenario.steps step 1.emit: expected a list whose first item is the event name, got [{'room': 'r'}]"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n[[scenario.steps]]\nemit = 42\n",
-         "scenario.steps step 1.emit: expected a list whose first item is the event name"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n[[scenario.steps]]\nsend = 'hi'\n",
-         "scenario.steps step 1: send is a plain WebSocket message, but the run speaks socket.io"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'graphql-ws'\n"
-         "[[scenario.steps]]\nemit_ack = ['x']\n",
-         'emit_ack needs [scenario] protocol = "socket.io" (the run speaks graphql-ws)'),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n"
-         "[[scenario.steps]]\nexpect_args = { a = 1 }\n",
-         "scenario.steps step 1: expect_args belongs to expect_event or emit_ack"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nnamespace = '/chat'\n", "scenario.namespace is a Socket.IO namespace"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nauth = {{ token = 'x' }}\n",
-         "scenario.auth is the handshake payload of a protocol preset"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\nauth = {{ token = '{{tok}}' }}\n",
-         "placeholder {tok} in '{tok}'"),
-        (f"[target]\ncommand = {ECHO}\n[[scenario.auto_reply]]\nmatch = '(ping'\nreply = 'pong'\n",
-         "scenario.auto_reply rule 1.match: '(ping' is not a regular expression"),
-        (f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'graphql-ws'\n"
-         "[[scenario.auto_reply]]\nmatch = 'ping'\nreply = 'pong'\n",
-         "scenario.auto_reply is for protocols without a preset; graphql-ws answers its own heartbeats"),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socketio'\n",
+            "scenario.protocol: unknown protocol 'socketio' (valid: 'socket.io', 'graphql-ws'; "
+            "without a preset leave it out)",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[[scenario.steps]]\nemit = ['join', {{ room = 'r' }}]\n",
+            'scenario.steps step 1: emit needs [scenario] protocol = "socket.io" (no protocol is set)',
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n"
+            "[[scenario.steps]]\nemit = [{ room = 'r' }]\n",
+            "scenario.steps step 1.emit: expected a list whose first item is the event name, got [{'room': 'r'}]",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n[[scenario.steps]]\nemit = 42\n",
+            "scenario.steps step 1.emit: expected a list whose first item is the event name",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n[[scenario.steps]]\nsend = 'hi'\n",
+            "scenario.steps step 1: send is a plain WebSocket message, but the run speaks socket.io",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'graphql-ws'\n[[scenario.steps]]\nemit_ack = ['x']\n",
+            'emit_ack needs [scenario] protocol = "socket.io" (the run speaks graphql-ws)',
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\n"
+            "[[scenario.steps]]\nexpect_args = { a = 1 }\n",
+            "scenario.steps step 1: expect_args belongs to expect_event or emit_ack",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nnamespace = '/chat'\n",
+            "scenario.namespace is a Socket.IO namespace",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nauth = {{ token = 'x' }}\n",
+            "scenario.auth is the handshake payload of a protocol preset",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'socket.io'\nauth = {{ token = '{{tok}}' }}\n",
+            "placeholder {tok} in '{tok}'",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[[scenario.auto_reply]]\nmatch = '(ping'\nreply = 'pong'\n",
+            "scenario.auto_reply rule 1.match: '(ping' is not a regular expression",
+        ),
+        (
+            f"[target]\ncommand = {ECHO}\n[scenario]\nprotocol = 'graphql-ws'\n"
+            "[[scenario.auto_reply]]\nmatch = 'ping'\nreply = 'pong'\n",
+            "scenario.auto_reply is for protocols without a preset; graphql-ws answers its own heartbeats",
+        ),
     ],
 )
 def test_bad_profile_is_one_line_naming_the_key(capsys, tmp_path, toml, message):
@@ -134,7 +164,9 @@ def test_analyze_refuses_bad_input(capsys, tmp_path):
 
 
 def test_secrets_in_a_refused_value_are_not_printed(capsys):
-    line = _refused(capsys, ["run", "--target", "x --port {port}", "--url", "http://admin:hunter22@127.0.0.1:{port}/?token=abc123"])
+    line = _refused(
+        capsys, ["run", "--target", "x --port {port}", "--url", "http://admin:hunter22@127.0.0.1:{port}/?token=abc123"]
+    )
     assert "hunter22" not in line and "abc123" not in line and "not a WebSocket URL" in line
 
 
@@ -151,7 +183,9 @@ def _one_line_exit_2(process: subprocess.Popen[str]) -> str:
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
 
 
 def test_machine_level_refusals(tmp_path):
@@ -172,8 +206,15 @@ def test_machine_level_refusals(tmp_path):
         holder.listen()
         port = holder.getsockname()[1]
         runs = {
-            "port": _start("run", "--target", f"{sys.executable} -m runner.targets.echo --port {port}",
-                           "--url", f"ws://127.0.0.1:{port}/", "--out", str(tmp_path / "a")),
+            "port": _start(
+                "run",
+                "--target",
+                f"{sys.executable} -m runner.targets.echo --port {port}",
+                "--url",
+                f"ws://127.0.0.1:{port}/",
+                "--out",
+                str(tmp_path / "a"),
+            ),
             "symlink": _start("run", *echo, "--out", str(link)),
             "previous": _start("run", *echo, "--out", str(previous)),
             "precious": _start("run", *echo, "--out", str(precious), "--overwrite"),
@@ -198,13 +239,26 @@ def test_machine_level_refusals(tmp_path):
 
 _KEYS = sorted({key for table in _SCHEMA.values() for key in table} | set(_SCHEMA) | {"name", "command", "url"})
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-10**12, max_value=10**12), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30), st.sampled_from(["10s", "1h30m", "0", "-1s", "{port}", "{python}", "ws://127.0.0.1:{port}/", "{", "}", "5 minutes"]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        ["10s", "1h30m", "0", "-1s", "{port}", "{python}", "ws://127.0.0.1:{port}/", "{", "}", "5 minutes"]
+    ),
 )
 _keys = st.one_of(st.sampled_from(_KEYS), st.text(max_size=12))
-_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
-_profiles = st.dictionaries(st.one_of(st.sampled_from(sorted(_SCHEMA) + ["name"]), st.text(max_size=8)),
-                            st.one_of(st.dictionaries(_keys, _values, max_size=6), _values), max_size=6)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12,
+)
+_profiles = st.dictionaries(
+    st.one_of(st.sampled_from(sorted(_SCHEMA) + ["name"]), st.text(max_size=8)),
+    st.one_of(st.dictionaries(_keys, _values, max_size=6), _values),
+    max_size=6,
+)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,7 +274,11 @@ def test_fuzz_parse_profile_raises_only_profile_errors(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=20), st.integers(), st.floats(), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)))
+@given(
+    st.one_of(
+        st.text(max_size=20), st.integers(), st.floats(), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)
+    )
+)
 def test_fuzz_parse_duration(value):
     try:
         seconds = parse_duration(value)

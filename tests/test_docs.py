@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _documentation() -> str:
     pages = sorted((ROOT / "docs").glob("*.md"))
     assert pages, "docs/ has no pages"
-    return "\n".join(p.read_text(encoding="utf-8") for p in [*pages, ROOT / "README.md", ROOT / "profiles" / "smoke.toml"])
+    return "\n".join(
+        p.read_text(encoding="utf-8") for p in [*pages, ROOT / "README.md", ROOT / "profiles" / "smoke.toml"]
+    )
 
 
 def test_every_profile_key_is_documented() -> None:

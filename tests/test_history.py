@@ -22,11 +22,25 @@ def soak(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]
     return code, out, err
 
 
-def _summary(profile: str, started: str, verdict: str = "pass", rss: float = 10.0, low: float = 5.0, high: float = 15.0) -> dict:
+def _summary(
+    profile: str, started: str, verdict: str = "pass", rss: float = 10.0, low: float = 5.0, high: float = 15.0
+) -> dict:
     return {
-        "profile": profile, "started_at": started, "verdict": verdict, "exit_code": 0, "reasons": ["rss stayed flat <b>"],
+        "profile": profile,
+        "started_at": started,
+        "verdict": verdict,
+        "exit_code": 0,
+        "reasons": ["rss stayed flat <b>"],
         "load": {"connections_closed": 1000, "errors": 0, "peak_concurrent": 50, "cycles_per_second": 20.0},
-        "metrics": {"rss": {"slope_per_connection": rss, "ci_low": low, "ci_high": high, "budget_per_connection": 1024.0, "verdict": verdict}},
+        "metrics": {
+            "rss": {
+                "slope_per_connection": rss,
+                "ci_low": low,
+                "ci_high": high,
+                "budget_per_connection": 1024.0,
+                "verdict": verdict,
+            }
+        },
     }
 
 
@@ -36,7 +50,13 @@ def test_rows_are_recorded_once_per_folder_and_read_back_oldest_first(tmp_path):
         db.record(entry_from_summary(_summary("nightly", "2026-11-01T00:00:00+00:00"), tmp_path / "a", revision="aaa"))
         db.record(entry_from_summary(_summary("smoke", "2026-11-03T00:00:00+00:00"), tmp_path / "c"))
         # re-analysing folder b updates its row (new verdict) and keeps its revision
-        db.record(entry_from_summary(_summary("nightly", "2026-11-02T00:00:00+00:00", verdict="leak", rss=900.0), tmp_path / "b", revision="other"))
+        db.record(
+            entry_from_summary(
+                _summary("nightly", "2026-11-02T00:00:00+00:00", verdict="leak", rss=900.0),
+                tmp_path / "b",
+                revision="other",
+            )
+        )
         runs = db.runs("nightly")
         assert [r["revision"] for r in runs] == ["aaa", "bbb"]
         assert runs[1]["verdict"] == "leak" and runs[1]["metrics"]["rss"]["slope_per_connection"] == 900.0
@@ -44,8 +64,13 @@ def test_rows_are_recorded_once_per_folder_and_read_back_oldest_first(tmp_path):
         assert [r["revision"] for r in db.runs("nightly", exclude=tmp_path / "b")] == ["aaa"]
         assert db.get(tmp_path / "c")["profile"] == "smoke" and db.get(tmp_path / "zzz") is None
     # plain SQL works too (the documented schema)
-    rows = sqlite3.connect(tmp_path / "h.sqlite").execute(
-        "SELECT r.profile, m.metric, m.slope_per_connection FROM runs r JOIN metrics m USING (run_dir) ORDER BY r.started_at").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "h.sqlite")
+        .execute(
+            "SELECT r.profile, m.metric, m.slope_per_connection FROM runs r JOIN metrics m USING (run_dir) ORDER BY r.started_at"
+        )
+        .fetchall()
+    )
     assert rows[0] == ("nightly", "rss", 10.0) and len(rows) == 3
 
 
@@ -73,7 +98,10 @@ def test_resolve_path_order(monkeypatch, tmp_path):
 
 
 def _past(*slopes: float, verdict: str = "pass", half: float = 5.0) -> list[dict]:
-    return [{"verdict": verdict, "metrics": {"rss": {"slope_per_connection": s, "ci_low": s - half, "ci_high": s + half}}} for s in slopes]
+    return [
+        {"verdict": verdict, "metrics": {"rss": {"slope_per_connection": s, "ci_low": s - half, "ci_high": s + half}}}
+        for s in slopes
+    ]
 
 
 def _now(slope: float, low: float, high: float, budget: float = 1024.0) -> dict:
@@ -88,21 +116,39 @@ def test_regression_needs_a_significant_and_material_rise_over_passing_runs():
     assert find_regressions(_now(14, 12, 16), past) == []  # inside the baseline's spread
     assert find_regressions(_now(60, 55, 65), past) == []  # clear, but less than a tenth of the budget
     assert find_regressions(_now(60, 55, 65, budget=100), past)  # ... which is material against a 100 B budget
-    assert find_regressions(_now(300, 280, 320), _past(10, 12, verdict="leak")) == []  # only passing runs form the baseline
+    assert (
+        find_regressions(_now(300, 280, 320), _past(10, 12, verdict="leak")) == []
+    )  # only passing runs form the baseline
     assert find_regressions(_now(300, 280, 320), []) == []  # nothing to compare with
     scattered = _past(10, 100, 20, 150, 60, half=1.0)  # runs disagree more than their own CIs say:
     assert find_regressions(_now(130, 110, 150, budget=400), scattered) == []  # their scatter (MAD) widens the spread
-    assert find_regressions(_now(130, 110, 150, budget=400), _past(58, 60, 62, half=1.0))  # the same run against a steady baseline
+    assert find_regressions(
+        _now(130, 110, 150, budget=400), _past(58, 60, 62, half=1.0)
+    )  # the same run against a steady baseline
 
 
 def test_finish_records_runs_and_flags_a_regression_under_budget(tmp_path, capsys):
     db = tmp_path / "history.sqlite"
     for index in range(2):  # two clean nights
-        folder = synthetic_run(tmp_path / f"night{index}", samples=400, leak_bytes=0, heap=False, profile_name="nightly",
-                               started_at=f"2026-11-2{index}T00:00:00+00:00", seed=index)
+        folder = synthetic_run(
+            tmp_path / f"night{index}",
+            samples=400,
+            leak_bytes=0,
+            heap=False,
+            profile_name="nightly",
+            started_at=f"2026-11-2{index}T00:00:00+00:00",
+            seed=index,
+        )
         assert finish_run(folder, history=db)["verdict"] == "pass"
-    creeping = synthetic_run(tmp_path / "night3", samples=400, leak_bytes=300, heap=False, profile_name="nightly",
-                             started_at="2026-11-23T00:00:00+00:00", seed=3)
+    creeping = synthetic_run(
+        tmp_path / "night3",
+        samples=400,
+        leak_bytes=300,
+        heap=False,
+        profile_name="nightly",
+        started_at="2026-11-23T00:00:00+00:00",
+        seed=3,
+    )
     summary = finish_run(creeping, history=db)
     assert summary["verdict"] == "pass" and summary["exit_code"] == 0  # under budget, so not a failure...
     assert summary["trend"]["previous_runs"] == 2

@@ -94,7 +94,10 @@ def test_profile_round_trips_through_plain_data():
 
 
 def test_drop_fraction_is_a_share_for_the_echo_loop_and_scenarios():
-    assert parse_profile({"target": {"url": "ws://127.0.0.1:9/"}, "load": {"drop_fraction": 0.1}}).load.drop_fraction == 0.1
+    assert (
+        parse_profile({"target": {"url": "ws://127.0.0.1:9/"}, "load": {"drop_fraction": 0.1}}).load.drop_fraction
+        == 0.1
+    )
     with pytest.raises(ProfileError, match=r"load.drop_fraction: must be between 0 and 1, got 1.5"):
         parse_profile({"target": {"url": "ws://127.0.0.1:9/"}, "load": {"drop_fraction": 1.5}})
     url = {"url": "ws://127.0.0.1:9/"}

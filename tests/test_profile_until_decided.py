@@ -38,7 +38,7 @@ def test_the_keys_round_trip_through_a_run_folder():
 @pytest.mark.parametrize(
     "keys, message",
     [
-        ({"duration": "sometimes"}, 'load.duration: \'sometimes\' is not a duration, or "auto"'),
+        ({"duration": "sometimes"}, "load.duration: 'sometimes' is not a duration, or \"auto\""),
         ({"duration": "auto", "max_duration": "0s"}, "load.max_duration: must be longer than zero"),
         ({"duration": "auto", "min_duration": "20m", "max_duration": "10m"}, "load.min_duration (20m) must be shorter"),
         ({"duration": "auto", "min_duration": "-1s"}, "load.min_duration"),

@@ -11,8 +11,16 @@ from runner.progress import Progress, format_state, slope_so_far
 
 
 def _state(i: int, phase: str = "steady") -> dict:
-    return {"phase": phase, "elapsed": 60.0 + i, "remaining": 600.0 - i, "open": 200, "closed": 100 * i, "rate": 100.0,
-            "errors": 0, "rss": 50_000_000 + 1536 * 100 * i}
+    return {
+        "phase": phase,
+        "elapsed": 60.0 + i,
+        "remaining": 600.0 - i,
+        "open": 200,
+        "closed": 100 * i,
+        "rate": 100.0,
+        "errors": 0,
+        "rss": 50_000_000 + 1536 * 100 * i,
+    }
 
 
 def test_slope_so_far_is_the_growth_per_connection_after_warm_up():
@@ -67,5 +75,7 @@ def test_live_panel_on_a_terminal(monkeypatch):
 
 
 def test_format_state_without_optional_parts():
-    line = format_state({"phase": "baseline", "elapsed": 3725.0, "open": 0, "closed": 0, "rate": 0.0, "errors": 0, "rss": None})
+    line = format_state(
+        {"phase": "baseline", "elapsed": 3725.0, "open": 0, "closed": 0, "rate": 0.0, "errors": 0, "rss": None}
+    )
     assert line.startswith("[baseline] 1:02:05") and "rss -" in line and "left" not in line

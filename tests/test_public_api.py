@@ -8,8 +8,22 @@ import sys
 import runner
 
 EXPECTED = {
-    "Analysis", "LoadError", "MetricResult", "Profile", "ProfileError", "RunError", "RunFolderError", "RunRecord",
-    "SoakError", "TargetError", "UsageError", "Verdict", "analyse", "finish_run", "load_profile", "parse_profile",
+    "Analysis",
+    "LoadError",
+    "MetricResult",
+    "Profile",
+    "ProfileError",
+    "RunError",
+    "RunFolderError",
+    "RunRecord",
+    "SoakError",
+    "TargetError",
+    "UsageError",
+    "Verdict",
+    "analyse",
+    "finish_run",
+    "load_profile",
+    "parse_profile",
     "run_soak",
 }
 

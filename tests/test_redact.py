@@ -19,14 +19,31 @@ from runner.redact import (
 
 @pytest.mark.parametrize(
     "name",
-    ["API_TOKEN", "GITHUB_TOKEN", "db_password", "PGPASSWORD", "X-Api-Key", "apiKey", "AWS_SECRET_ACCESS_KEY",
-     "session_id", "Authorization", "Cookie", "client_secret", "X-Amz-Signature", "private_key", "DB_PWD"],
+    [
+        "API_TOKEN",
+        "GITHUB_TOKEN",
+        "db_password",
+        "PGPASSWORD",
+        "X-Api-Key",
+        "apiKey",
+        "AWS_SECRET_ACCESS_KEY",
+        "session_id",
+        "Authorization",
+        "Cookie",
+        "client_secret",
+        "X-Amz-Signature",
+        "private_key",
+        "DB_PWD",
+    ],
 )
 def test_secret_names(name):
     assert is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", ["MONKEY", "author", "keyboard", "PWD", "OLDPWD", "PATH", "HOME", "users", "port", "duration", "SSH_AUTH_SOCK"])
+@pytest.mark.parametrize(
+    "name",
+    ["MONKEY", "author", "keyboard", "PWD", "OLDPWD", "PATH", "HOME", "users", "port", "duration", "SSH_AUTH_SOCK"],
+)
 def test_names_that_are_not_secret(name):
     assert not is_secret_name(name)
 
@@ -82,7 +99,10 @@ def test_known_secret_values_are_masked_wherever_they_appear():
     env = {"MY_API_TOKEN": "tok-0123456789", "PATH": "/usr/bin", "SHORT_TOKEN": "abc", "PWD": "/work/main"}
     secrets = known_secrets(env)
     assert secrets == {"tok-0123456789"}
-    assert redact_text("the server echoed tok-0123456789 back in /work/main", secrets=secrets) == "the server echoed *** back in /work/main"
+    assert (
+        redact_text("the server echoed tok-0123456789 back in /work/main", secrets=secrets)
+        == "the server echoed *** back in /work/main"
+    )
 
 
 def test_known_secrets_default_to_this_process_environment(monkeypatch):
@@ -93,7 +113,16 @@ def test_known_secrets_default_to_this_process_environment(monkeypatch):
 
 def test_redact_command_masks_flag_values_in_the_next_argument():
     argv = ["/usr/bin/server", "--port", "8080", "--token", "abc", "--password=pw", "--url", "wss://u:p@h/"]
-    assert redact_command(argv) == ["/usr/bin/server", "--port", "8080", "--token", MASK, "--password=***", "--url", "wss://***@h/"]
+    assert redact_command(argv) == [
+        "/usr/bin/server",
+        "--port",
+        "8080",
+        "--token",
+        MASK,
+        "--password=***",
+        "--url",
+        "wss://***@h/",
+    ]
 
 
 def test_redact_data_walks_json_and_keeps_numbers_and_structure():

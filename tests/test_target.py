@@ -26,7 +26,12 @@ FORKING_SERVER = textwrap.dedent(
 
 
 def test_substitute_placeholders():
-    assert substitute(["{python}", "-m", "x", "--port={port}"], port=1234, python="/py") == ["/py", "-m", "x", "--port=1234"]
+    assert substitute(["{python}", "-m", "x", "--port={port}"], port=1234, python="/py") == [
+        "/py",
+        "-m",
+        "x",
+        "--port=1234",
+    ]
 
 
 def test_free_port_is_free():
@@ -50,7 +55,9 @@ def test_stop_kills_the_whole_tree_even_when_it_ignores_sigterm(tmp_path):
 
 
 def test_target_that_exits_at_once_fails_without_waiting(tmp_path):
-    target = StartedTarget([sys.executable, "-c", "import sys; print('boom: bad flag'); sys.exit(7)"], tmp_path / "t.log")
+    target = StartedTarget(
+        [sys.executable, "-c", "import sys; print('boom: bad flag'); sys.exit(7)"], tmp_path / "t.log"
+    )
     started = time.monotonic()
     with pytest.raises(TargetError, match="exited before it was ready .exit code 7") as info:
         target.wait_ready(lambda: (_ for _ in ()).throw(ConnectionRefusedError()), timeout=30)
@@ -60,7 +67,9 @@ def test_target_that_exits_at_once_fails_without_waiting(tmp_path):
 
 
 def test_target_never_ready_times_out_with_its_log(tmp_path):
-    target = StartedTarget([sys.executable, "-c", "print('starting slowly', flush=True); import time; time.sleep(60)"], tmp_path / "t.log")
+    target = StartedTarget(
+        [sys.executable, "-c", "print('starting slowly', flush=True); import time; time.sleep(60)"], tmp_path / "t.log"
+    )
     try:
         _wait_for_log(tmp_path / "t.log", "starting slowly")  # a loaded machine may take seconds to start Python
         with pytest.raises(TargetError, match="did not accept a WebSocket handshake within 0.5s") as info:
@@ -79,7 +88,9 @@ def _wait_for_log(path, text, timeout=60.0):
 
 
 def test_crash_is_reported_with_its_signal(tmp_path):
-    target = StartedTarget([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], tmp_path / "t.log")
+    target = StartedTarget(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], tmp_path / "t.log"
+    )
     target.process.wait(timeout=10)
     target.stop(grace=1)
     outcome = target.outcome()

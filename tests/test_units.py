@@ -12,7 +12,17 @@ from runner.units import format_bytes, format_duration, format_eta, parse_durati
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("90s", 90), ("10m", 600), ("8h", 28800), ("1h30m", 5400), ("500ms", 0.5), ("0.5s", 0.5), (30, 30), ("2.5", 2.5), ("1d", 86400)],
+    [
+        ("90s", 90),
+        ("10m", 600),
+        ("8h", 28800),
+        ("1h30m", 5400),
+        ("500ms", 0.5),
+        ("0.5s", 0.5),
+        (30, 30),
+        ("2.5", 2.5),
+        ("1d", 86400),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
@@ -31,8 +41,19 @@ def test_format_duration_round_trips():
 
 @pytest.mark.parametrize(
     "value, text",
-    [(0, "0 B"), (0.32, "0.32 B"), (32, "32 B"), (2049, "2.0 KB"), (1536, "1.5 KB"), (-6, "-6 B"),
-     (3.2 * 2**30, "3.2 GB"), (2**41, "2.0 TB"), (None, "-"), (math.inf, "unbounded"), (-math.inf, "-unbounded")],
+    [
+        (0, "0 B"),
+        (0.32, "0.32 B"),
+        (32, "32 B"),
+        (2049, "2.0 KB"),
+        (1536, "1.5 KB"),
+        (-6, "-6 B"),
+        (3.2 * 2**30, "3.2 GB"),
+        (2**41, "2.0 TB"),
+        (None, "-"),
+        (math.inf, "unbounded"),
+        (-math.inf, "-unbounded"),
+    ],
 )
 def test_format_bytes(value, text):
     assert format_bytes(value) == text

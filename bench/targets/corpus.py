@@ -143,7 +143,10 @@ def _start_heap_log(corpus: Corpus, path: Path) -> None:
             while True:
                 gc.collect()
                 current, _ = tracemalloc.get_traced_memory()
-                fh.write(json.dumps({"t": round(time.monotonic() - start, 3), "closed": corpus.closed, "heap": current}) + "\n")
+                fh.write(
+                    json.dumps({"t": round(time.monotonic() - start, 3), "closed": corpus.closed, "heap": current})
+                    + "\n"
+                )
                 time.sleep(0.5)
 
     threading.Thread(target=loop, daemon=True, name="heap-log").start()
@@ -153,9 +156,13 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=KINDS, default="clean", help="which truth this server embodies")
     p.add_argument("--bytes", type=int, default=1024, help="bytes per leak or cache entry (default 1024)")
     p.add_argument("--every", type=int, default=100, help="one event in every N connections (default 100)")
-    p.add_argument("--entries", type=int, default=5000, help="cache / warm-up / ring size in connections (default 5000)")
+    p.add_argument(
+        "--entries", type=int, default=5000, help="cache / warm-up / ring size in connections (default 5000)"
+    )
     p.add_argument("--fill-seconds", type=float, default=30.0, help="cache: seconds until it is full (default 30)")
-    p.add_argument("--heap-log", default=None, help="append the traced heap (after a full GC) every 0.5 s to this JSON-lines file")
+    p.add_argument(
+        "--heap-log", default=None, help="append the traced heap (after a full GC) every 0.5 s to this JSON-lines file"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,16 @@ _ROW = re.compile(r"^\s*\d+:\s+(\d+)\s+(\d+)\s+(\S+)(?:\s+\((.*)\))?\s*$")
 _TOTAL = re.compile(r"^\s*Total\s+(\d+)\s+(\d+)\s*$")
 #: Packages of the JDK itself: frames and classes there are not the server's code.
 _JDK_PREFIXES = ("java.", "javax.", "jdk.", "sun.", "com.sun.", "[")
-_PRIMITIVES = {"B": "byte", "C": "char", "I": "int", "J": "long", "S": "short", "Z": "boolean", "F": "float",
-               "D": "double"}
+_PRIMITIVES = {
+    "B": "byte",
+    "C": "char",
+    "I": "int",
+    "J": "long",
+    "S": "short",
+    "Z": "boolean",
+    "F": "float",
+    "D": "double",
+}
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ def parse_old_objects(recording: Mapping[str, Any]) -> list[OldObject]:
         values = event.get("values") or {}
         obj = values.get("object") or {}
         frames = []
-        for frame in ((values.get("stackTrace") or {}).get("frames") or []):
+        for frame in (values.get("stackTrace") or {}).get("frames") or []:
             method = frame.get("method") or {}
             line = int(frame.get("lineNumber") or -1)
             frames.append((_class_name(method.get("type")), str(method.get("name") or "?"), line))
@@ -124,7 +132,7 @@ def parse_old_objects(recording: Mapping[str, Any]) -> list[OldObject]:
             holder = ref.get("object") or {}
             desc = str(holder.get("description") or "")
             if _class_name(holder.get("type")) == "java.lang.Class" and desc.startswith("Class Name: "):
-                path.append(desc[len("Class Name: "):])
+                path.append(desc[len("Class Name: ") :])
                 root_field = fld
                 break
             path.append(_class_name(holder.get("type")))
@@ -154,8 +162,11 @@ def java_location(class_name: str, line: int) -> str:
 
 def _user_frames(sample: OldObject) -> list[tuple[str, str, int]]:
     """The server's frames; hidden classes (lambdas, which JFR names by a number) are left out."""
-    return [f for f in sample.frames if is_user_class(f[0]) and "$$Lambda" not in f[0]
-            and not f[0].rsplit(".", 1)[-1].isdigit()]
+    return [
+        f
+        for f in sample.frames
+        if is_user_class(f[0]) and "$$Lambda" not in f[0] and not f[0].rsplit(".", 1)[-1].isdigit()
+    ]
 
 
 def class_provenance(name: str, samples: Sequence[OldObject]) -> dict[str, Any] | None:

@@ -83,8 +83,13 @@ def reduce_checkpoints(lines: Iterable[Mapping[str, Any]], runtime: str | None =
     }
 
 
-def runtime_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, budget: float,
-                  finish: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def runtime_sites(
+    reduced: Mapping[str, Any],
+    samples: Sequence[Mapping[str, Any]],
+    *,
+    budget: float,
+    finish: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """The sites that grew per connection (memray's slope), each tagged with its ``runtime``.
 
     JVM sites are classes with shallow bytes; :func:`~runner.analysis.jvm_heap.jvm_sites`
@@ -93,8 +98,9 @@ def runtime_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any
     """
     runtime = reduced.get("runtime")
     if runtime == "jvm":
-        found = jvm_sites(leak_sites(reduced, samples, budget=budget, limit=JVM_CANDIDATES), (finish or {}).get("jfr"),
-                          budget=budget)[:MAX_SITES]
+        found = jvm_sites(
+            leak_sites(reduced, samples, budget=budget, limit=JVM_CANDIDATES), (finish or {}).get("jfr"), budget=budget
+        )[:MAX_SITES]
     else:
         found = leak_sites(reduced, samples, budget=budget)
     return [dict(site, runtime=runtime) for site in found]

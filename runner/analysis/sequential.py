@@ -197,9 +197,7 @@ def decide(
         or (stop_on_pass and analysis.verdict is Verdict.PASS and _late_within_budget(analysis))
     )
     tiers = {name: result.verdict.value for name, result in analysis.metrics.items()}
-    return Decision(
-        look=look, alpha=alpha, analysis=analysis, decided=decided, cycles=cycles, tiers=tiers
-    )
+    return Decision(look=look, alpha=alpha, analysis=analysis, decided=decided, cycles=cycles, tiers=tiers)
 
 
 def stopping_reason(decision: Mapping[str, Any], verdict: Verdict) -> str | None:

@@ -88,11 +88,13 @@ def heap_tier(source: str | None, series: str | None, declared_live: bool | None
         return HEAP_TIER, None
     name = _series_name(series or "")
     if declared_live is True:
-        return HEAP_TIER, (f"heap from {source} ({series}) is declared live heap (analysis.metrics_heap_live): "
-                           "the heap budget applies")
+        return HEAP_TIER, (
+            f"heap from {source} ({series}) is declared live heap (analysis.metrics_heap_live): the heap budget applies"
+        )
     if declared_live is None and any(name == live for live in LIVE_HEAP_SERIES):
-        return HEAP_TIER, (f"heap from {source} ({series}) is live heap after the last collection: "
-                           "the heap budget applies")
+        return HEAP_TIER, (
+            f"heap from {source} ({series}) is live heap after the last collection: the heap budget applies"
+        )
     if declared_live is False:
         why = "analysis.metrics_heap_live is false"
     elif name in NOT_LIVE_HEAP_SERIES:
@@ -125,8 +127,15 @@ def source_figures(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict
                 reason = str(failed[kind])
                 entry["reasons"][reason] = entry["reasons"].get(reason, 0) + 1
         for name, kind in present.items():
-            entry = metrics.setdefault(name, {"source": kind, "series": None, "values": 0,
-                                              **dict.fromkeys(("gaps", "errors", "stale", "absent"), 0)})
+            entry = metrics.setdefault(
+                name,
+                {
+                    "source": kind,
+                    "series": None,
+                    "values": 0,
+                    **dict.fromkeys(("gaps", "errors", "stale", "absent"), 0),
+                },
+            )
             series = (sample.get("series") or {}).get(name)
             if series:
                 entry["series"] = series

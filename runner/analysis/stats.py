@@ -124,7 +124,9 @@ def theil_sen(x: np.ndarray, y: np.ndarray, *, alpha: float, variance_factor: fl
     return Slope(slope=float(result.slope), intercept=float(result.intercept), low=low, high=high)
 
 
-def thin(x: np.ndarray, y: np.ndarray, t: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def thin(
+    x: np.ndarray, y: np.ndarray, t: np.ndarray, limit: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """At most ``limit`` points: runs of ``k`` consecutive samples binned, median ``y`` and mean ``x``/``t`` per bin.
 
     The median keeps a GC spike from moving a bin; binning in order keeps the time order

@@ -101,7 +101,7 @@ def _drain(samples: Sequence[Mapping[str, Any]], name: str) -> _Drain | None:
     if not before or not after:
         return None
     # The last few idle samples: by then the server has had every chance to release.
-    tail = after[-max(1, min(len(after), 4)):]
+    tail = after[-max(1, min(len(after), 4)) :]
     closed = max((s.get("closed") or 0) for s in samples)
     return _Drain(baseline=float(np.median(before)), end=float(np.median(tail)), cycles=int(closed))
 
@@ -230,7 +230,9 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
                     f"(baseline {drain.baseline:.0f}, after drain {drain.end:.0f})"
                 )
             elif verdict is Verdict.PASS and kept:
-                reason += f"; {drain.residual:.0f} more than at baseline after the drain, but it did not grow with churn"
+                reason += (
+                    f"; {drain.residual:.0f} more than at baseline after the drain, but it did not grow with churn"
+                )
         elif name == "heap" and drain.cycles > 0:
             per_connection = drain.residual / drain.cycles
             drain_details["residual_per_connection"] = per_connection
@@ -283,9 +285,7 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
     )
 
 
-def combine(
-    results: Mapping[str, MetricResult], *, runtime: str | None = None
-) -> tuple[Verdict, list[str], list[str]]:
+def combine(results: Mapping[str, MetricResult], *, runtime: str | None = None) -> tuple[Verdict, list[str], list[str]]:
     """The overall verdict from the per-metric tiers: (verdict, reasons, notes).
 
     ``runtime`` names the garbage-collected runtime whose probe measured ``heap`` (and
@@ -307,8 +307,11 @@ def combine(
         process = [r for r in results.values() if r.name in ("rss", "uss") and r.verdict is Verdict.LEAK]
         if process:
             native = results.get("native")
-            native_text = (f"; the native memory it reports (Buffers, external) is judged on its own: {native.reason}"
-                           if native is not None else "")
+            native_text = (
+                f"; the native memory it reports (Buffers, external) is judged on its own: {native.reason}"
+                if native is not None
+                else ""
+            )
             reasons_first.append(
                 f"{' and '.join(r.name for r in process)} grew with connections "
                 f"({'; '.join(r.reason for r in process)}), but the {runtime} heap after a forced GC held "
@@ -337,7 +340,9 @@ def combine(
     return Verdict.PASS, ["no metric grew with connections: " + "; ".join(r.reason for r in results.values())], notes
 
 
-def analyse(samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings, *, runtime: str | None = None) -> Analysis:
+def analyse(
+    samples: Sequence[Mapping[str, Any]], settings: AnalysisSettings, *, runtime: str | None = None
+) -> Analysis:
     """The verdict on a run's samples (pure: no I/O, no clock); ``runtime``: see :func:`combine`."""
     results: dict[str, MetricResult] = {}
     for name in METRICS:

@@ -12,6 +12,7 @@ from . import analyze, history, report, run, worker
 
 __all__ = ["main", "COMMANDS"]
 
+
 class Command(Protocol):
     """A subcommand: its docstring is the --help text; it fills its parser and runs."""
 

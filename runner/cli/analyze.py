@@ -15,14 +15,35 @@ __all__ = ["AnalyzeCommand", "OPTIONS"]
 
 #: (option, metavar, [analysis] key, validator, help) of every threshold `soak analyze` can override.
 OPTIONS: tuple[tuple[str, str, str, Callable[[Any, str], Any], str], ...] = (
-    ("--budget", "BYTES", "budget_bytes_per_connection", _number(float, minimum=0),
-     "heap bytes per connection a run may keep (default 32)"),
-    ("--rss-budget", "BYTES", "rss_budget_bytes_per_connection", _number(float, minimum=0),
-     "RSS/USS bytes per connection a run may keep (default 1024)"),
-    ("--budget-per-hour", "BYTES", "budget_bytes_per_hour", _number(float, minimum=0),
-     "bytes per hour of steady churn any memory metric may grow (default: no hourly limit)"),
+    (
+        "--budget",
+        "BYTES",
+        "budget_bytes_per_connection",
+        _number(float, minimum=0),
+        "heap bytes per connection a run may keep (default 32)",
+    ),
+    (
+        "--rss-budget",
+        "BYTES",
+        "rss_budget_bytes_per_connection",
+        _number(float, minimum=0),
+        "RSS/USS bytes per connection a run may keep (default 1024)",
+    ),
+    (
+        "--budget-per-hour",
+        "BYTES",
+        "budget_bytes_per_hour",
+        _number(float, minimum=0),
+        "bytes per hour of steady churn any memory metric may grow (default: no hourly limit)",
+    ),
     ("--alpha", "A", "alpha", _significance, "significance level of the trend test and intervals (default 0.05)"),
-    ("--min-cycles", "N", "min_cycles", _number(int, minimum=1), "fewest closed connections for a verdict (default 200)"),
+    (
+        "--min-cycles",
+        "N",
+        "min_cycles",
+        _number(int, minimum=1),
+        "fewest closed connections for a verdict (default 200)",
+    ),
 )
 
 
@@ -38,7 +59,12 @@ class AnalyzeCommand:
         for option, metavar, key, _, text in OPTIONS:
             parser.add_argument(option, metavar=metavar, dest=key, help=f"{text} [analysis.{key}]")
         parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-        parser.add_argument("--history", metavar="PATH", type=Path, help="run history database to record the run in (default: the profile's)")
+        parser.add_argument(
+            "--history",
+            metavar="PATH",
+            type=Path,
+            help="run history database to record the run in (default: the profile's)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from ..finish import finish_run

@@ -25,14 +25,27 @@ def _cell(metric: str, figures: dict[str, Any] | None) -> str:
 def format_table(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Header plus one row per run (pure): started, profile, revision, verdict, per-metric slopes, cycles, errors, flags."""
     metrics = [m for m in _METRIC_ORDER if any(m in (r.get("metrics") or {}) for r in runs)]
-    header = ["started (UTC)", "profile", "revision", "verdict"] + [f"{m}/conn" for m in metrics] + ["cycles", "errors", "flags"]
+    header = (
+        ["started (UTC)", "profile", "revision", "verdict"]
+        + [f"{m}/conn" for m in metrics]
+        + ["cycles", "errors", "flags"]
+    )
     rows = [header]
     for run in runs:
         flags = ", ".join(f"{m} regressed" for m in run.get("regressions") or [])
         rows.append(
-            [str(run.get("started_at") or "-")[:19].replace("T", " "), str(run.get("profile")), str(run.get("revision") or "-"), str(run.get("verdict")).upper()]
+            [
+                str(run.get("started_at") or "-")[:19].replace("T", " "),
+                str(run.get("profile")),
+                str(run.get("revision") or "-"),
+                str(run.get("verdict")).upper(),
+            ]
             + [_cell(m, (run.get("metrics") or {}).get(m)) for m in metrics]
-            + [f"{run['cycles']:,}" if run.get("cycles") is not None else "-", str(run.get("errors") if run.get("errors") is not None else "-"), flags]
+            + [
+                f"{run['cycles']:,}" if run.get("cycles") is not None else "-",
+                str(run.get("errors") if run.get("errors") is not None else "-"),
+                flags,
+            ]
         )
     return rows
 
@@ -47,7 +60,12 @@ class HistoryCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--profile", metavar="NAME", help="only runs of this profile")
-        parser.add_argument("--history", metavar="PATH", type=Path, help="history database (default $SOAK_HISTORY or reports/history.sqlite)")
+        parser.add_argument(
+            "--history",
+            metavar="PATH",
+            type=Path,
+            help="history database (default $SOAK_HISTORY or reports/history.sqlite)",
+        )
         parser.add_argument("--limit", metavar="N", default="20", help="the last N runs (default 20)")
         parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
 

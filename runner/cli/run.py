@@ -31,38 +31,81 @@ class RunCommand:
     """
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("profile", nargs="?", metavar="PROFILE",
-                            help="TOML load profile (optional with --target, --pid, or --url and --metrics-url)")
+        parser.add_argument(
+            "profile",
+            nargs="?",
+            metavar="PROFILE",
+            help="TOML load profile (optional with --target, --pid, or --url and --metrics-url)",
+        )
         target = parser.add_argument_group("target")
-        target.add_argument("--target", metavar="CMD", help='command that starts the server; {port} and {python} are substituted, e.g. "{python} -m runner.targets.echo --port {port}"')
-        target.add_argument("--url", metavar="URL", help="ws:// or wss:// URL to connect to (default ws://127.0.0.1:{port}/)")
-        target.add_argument("--pid", type=int, metavar="PID", help="sample this already running server instead of starting one; a Python server also gets memray, attached with gdb (--no-memray skips it)")
-        target.add_argument("--metrics-url", metavar="URL",
-                            help="the server's Prometheus /metrics page to sample (sampling.metrics_url; may use "
-                                 "{port}); with --url alone, a complete run of a server soak cannot see as a process")
+        target.add_argument(
+            "--target",
+            metavar="CMD",
+            help='command that starts the server; {port} and {python} are substituted, e.g. "{python} -m runner.targets.echo --port {port}"',
+        )
+        target.add_argument(
+            "--url", metavar="URL", help="ws:// or wss:// URL to connect to (default ws://127.0.0.1:{port}/)"
+        )
+        target.add_argument(
+            "--pid",
+            type=int,
+            metavar="PID",
+            help="sample this already running server instead of starting one; a Python server also gets memray, attached with gdb (--no-memray skips it)",
+        )
+        target.add_argument(
+            "--metrics-url",
+            metavar="URL",
+            help="the server's Prometheus /metrics page to sample (sampling.metrics_url; may use "
+            "{port}); with --url alone, a complete run of a server soak cannot see as a process",
+        )
         memray = target.add_mutually_exclusive_group()
-        memray.add_argument("--memray", dest="memray", action="store_true", default=None, help="track the Python target's heap with memray")
+        memray.add_argument(
+            "--memray",
+            dest="memray",
+            action="store_true",
+            default=None,
+            help="track the Python target's heap with memray",
+        )
         memray.add_argument("--no-memray", dest="memray", action="store_false", help="do not use memray")
         load = parser.add_argument_group("load")
-        load.add_argument("--users", metavar="N", help="concurrent users at steady state (each holds load.connections_per_user connections, 1 by default)")
+        load.add_argument(
+            "--users",
+            metavar="N",
+            help="concurrent users at steady state (each holds load.connections_per_user connections, 1 by default)",
+        )
         load.add_argument("--spawn-rate", metavar="R", help="users started per second")
-        load.add_argument("--duration", metavar="DUR", help=(
-            'length of the steady churn phase, e.g. 90s, 10m, 8h, or "auto": stop once the verdict is decided '
-            "(at most load.max_duration)"
-        ))
+        load.add_argument(
+            "--duration",
+            metavar="DUR",
+            help=(
+                'length of the steady churn phase, e.g. 90s, 10m, 8h, or "auto": stop once the verdict is decided '
+                "(at most load.max_duration)"
+            ),
+        )
         load.add_argument("--workers", metavar="K", help="Locust worker processes (0 = in-process)")
         output = parser.add_argument_group("output")
-        output.add_argument("--out", metavar="DIR", type=Path, help="run folder (default reports/<UTC time>-<profile>/)")
+        output.add_argument(
+            "--out", metavar="DIR", type=Path, help="run folder (default reports/<UTC time>-<profile>/)"
+        )
         output.add_argument("--overwrite", action="store_true", help="replace the run in --out if it holds one")
         output.add_argument("--quiet", action="store_true", help="no progress output, only the verdict")
-        output.add_argument("--history", metavar="PATH", help="run history database (default: history.path, $SOAK_HISTORY, reports/history.sqlite)")
+        output.add_argument(
+            "--history",
+            metavar="PATH",
+            help="run history database (default: history.path, $SOAK_HISTORY, reports/history.sqlite)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from ..progress import Progress
 
         overrides = {
             "target": {"command": args.target, "url": args.url, "pid": args.pid, "memray": args.memray},
-            "load": {"users": args.users, "spawn_rate": args.spawn_rate, "duration": args.duration, "workers": args.workers},
+            "load": {
+                "users": args.users,
+                "spawn_rate": args.spawn_rate,
+                "duration": args.duration,
+                "workers": args.workers,
+            },
             "history": {"path": args.history},
             "sampling": {"metrics_url": args.metrics_url},
         }

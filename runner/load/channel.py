@@ -48,8 +48,13 @@ class Channel:
 
     __slots__ = ("client", "session", "rules", "fields", "inbox")
 
-    def __init__(self, client: WebSocketClient, session: Session | None = None, rules: tuple[AutoReply, ...] = (),
-                 fields: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: WebSocketClient,
+        session: Session | None = None,
+        rules: tuple[AutoReply, ...] = (),
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         self.client = client
         self.session = session
         self.rules = rules
@@ -132,8 +137,14 @@ class Channel:
         if session.ended is not None and not events:
             raise ConnectionClosedError(session.ended)
 
-    def take(self, accept: Callable[[Incoming], bool], deadline: float, *,
-             keep_others: bool | Callable[[Incoming], bool] = False, skipped: list[Incoming] | None = None) -> Incoming:
+    def take(
+        self,
+        accept: Callable[[Incoming], bool],
+        deadline: float,
+        *,
+        keep_others: bool | Callable[[Incoming], bool] = False,
+        skipped: list[Incoming] | None = None,
+    ) -> Incoming:
         """The first event (the inbox first, then the wire) that ``accept`` approves, before ``deadline``.
 
         Events passed over are dropped (an expect skips what it does not want), or, with

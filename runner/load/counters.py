@@ -61,8 +61,14 @@ class LoadCounters:
         return taken
 
     def snapshot(self) -> dict[str, int]:
-        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors,
-                "server_closes": self.server_closes, "resets": self.resets}
+        return {
+            "opened": self.opened,
+            "closed": self.closed,
+            "open": self.open,
+            "errors": self.errors,
+            "server_closes": self.server_closes,
+            "resets": self.resets,
+        }
 
 
 def latency_summary(latencies: dict[str, list[float]]) -> dict[str, list[float]]:

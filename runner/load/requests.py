@@ -33,8 +33,12 @@ class RequestRecorder:
             counters.errors += 1
         counters.record_latency(name, elapsed_ms)
         self.user.environment.events.request.fire(
-            request_type=REQUEST_TYPE, name=name, response_time=elapsed_ms, response_length=length,
-            exception=exception, context={},
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=elapsed_ms,
+            response_length=length,
+            exception=exception,
+            context={},
         )
 
     def time(self, name: str, action: Callable[[], Any], length: int = 0) -> bool:

@@ -171,7 +171,9 @@ class Regex:
     def matches(self, message: str | bytes, fields: Mapping[str, Any]) -> bool:
         pattern = self.compiled
         if pattern is None:
-            pattern = re.compile(_PLACEHOLDER.sub(lambda m: re.escape(str(self.template._value(m, fields))), self.template.text))
+            pattern = re.compile(
+                _PLACEHOLDER.sub(lambda m: re.escape(str(self.template._value(m, fields))), self.template.text)
+            )
         return pattern.search(_text(message)) is not None
 
     def describe(self) -> str:
@@ -201,7 +203,9 @@ class JsonFields:
             if not found:
                 return False
             want = render_json(want, fields)
-            if value != want and not (_is_scalar(value) and _is_scalar(want) and _scalar_text(value) == _scalar_text(want)):
+            if value != want and not (
+                _is_scalar(value) and _is_scalar(want) and _scalar_text(value) == _scalar_text(want)
+            ):
                 return False  # "7" and 7 are the same field value: servers differ in how they type ids
         return True
 
@@ -328,7 +332,10 @@ def _check_template(text: str, where: str) -> None:
     for match in re.finditer(r"\{([^{}\s\"']*)\}", text):
         inner = match.group(0)
         if not _PLACEHOLDER.fullmatch(inner) and re.fullmatch(r"[A-Za-z_][\w%]*", match.group(1) or "x"):
-            raise ProfileError(f"{where}: broken placeholder {inner}", hint="write {user_id}, {n}, {i}, {random}, a credentials column, or {user_id%10}")
+            raise ProfileError(
+                f"{where}: broken placeholder {inner}",
+                hint="write {user_id}, {n}, {i}, {random}, a credentials column, or {user_id%10}",
+            )
 
 
 def _duration(value: Any, where: str) -> float:
@@ -346,7 +353,9 @@ def validate_steps(value: Any, key: str = "scenario.steps", _path: tuple[int, ..
         path = (*_path, index)
         where = _where(key, path)
         if not isinstance(step, dict):
-            raise ProfileError(f"{where}: expected a table such as {{ send = \"hi\", expect = \"hi\" }}, got {type(step).__name__}")
+            raise ProfileError(
+                f'{where}: expected a table such as {{ send = "hi", expect = "hi" }}, got {type(step).__name__}'
+            )
         for name in step:
             if name not in _STEP_KEYS:
                 raise ProfileError(f"{where}: unknown key {name!r}", hint=did_you_mean(name, _STEP_KEYS))
@@ -384,17 +393,24 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
         raise ProfileError(f"{where}: 'steps' belongs to a repeat block", hint="add repeat = N, or move the steps up")
     if len(kinds) != 1:
         if not kinds:
-            raise ProfileError(f"{where}: the step does nothing", hint="give it send/send_json, expect/expect_regex/expect_json, wait, repeat or close")
+            raise ProfileError(
+                f"{where}: the step does nothing",
+                hint="give it send/send_json, expect/expect_regex/expect_json, wait, repeat or close",
+            )
         raise ProfileError(
             f"{where}: {' and '.join([*[*sends, *expects][:1], *[*actions, *awaits][:1], *others])} cannot be in one step",
             hint="split them into separate steps",
         )
     if "timeout" in step and not expects:
-        raise ProfileError(f"{where}: timeout applies to an expect", hint="add expect/expect_regex/expect_json, or remove timeout")
+        raise ProfileError(
+            f"{where}: timeout applies to an expect", hint="add expect/expect_regex/expect_json, or remove timeout"
+        )
     if len(sends) > 1:
         raise ProfileError(f"{where}: send and send_json in one step", hint="keep one")
     if len(expects) > 1:
-        raise ProfileError(f"{where}: {' and '.join(expects)} in one step", hint="keep one; use two steps to expect two messages")
+        raise ProfileError(
+            f"{where}: {' and '.join(expects)} in one step", hint="keep one; use two steps to expect two messages"
+        )
 
     if "wait" in step:
         out["wait"] = _duration(step["wait"], f"{where}.wait")
@@ -413,7 +429,9 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
     else:
         if "send" in step:
             if not isinstance(step["send"], str):
-                raise ProfileError(f"{where}.send: expected text, got {type(step['send']).__name__}", hint="use send_json for a table")
+                raise ProfileError(
+                    f"{where}.send: expected text, got {type(step['send']).__name__}", hint="use send_json for a table"
+                )
             _check_template(step["send"], f"{where}.send")
             out["send"] = step["send"]
         if "send_json" in step:
@@ -433,11 +451,15 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
             try:
                 re.compile(probe)
             except re.error as exc:
-                raise ProfileError(f"{where}.expect_regex: {step['expect_regex']!r} is not a regular expression ({exc})") from None
+                raise ProfileError(
+                    f"{where}.expect_regex: {step['expect_regex']!r} is not a regular expression ({exc})"
+                ) from None
         if "expect_json" in step:
             table = step["expect_json"]
             if not isinstance(table, dict) or not table:
-                raise ProfileError(f"{where}.expect_json: expected a table of fields, e.g. {{ type = \"joined\" }}, got {table!r}")
+                raise ProfileError(
+                    f'{where}.expect_json: expected a table of fields, e.g. {{ type = "joined" }}, got {table!r}'
+                )
             out["expect_json"] = dict(_flatten(table))
         if "timeout" in step:
             seconds = _duration(step["timeout"], f"{where}.timeout")
@@ -485,22 +507,24 @@ def _validate_preset_step(
             hint="a run speaks one protocol",
         )
     if "emit_ack" in step and "expect_event" in step:
-        raise ProfileError(f"{where}: emit_ack waits for its ack, not for an event",
-                           hint="expect the event in the next step; expect_args here checks the ack's arguments")
+        raise ProfileError(
+            f"{where}: emit_ack waits for its ack, not for an event",
+            hint="expect the event in the next step; expect_args here checks the ack's arguments",
+        )
     if "expect_args" in step and not ({"expect_event", "emit_ack"} & set(step)):
         raise ProfileError(
             f"{where}: expect_args belongs to expect_event or emit_ack",
-            hint="add expect_event = \"name\"",
+            hint='add expect_event = "name"',
         )
     if "variables" in step and "subscribe" not in step:
         raise ProfileError(
             f"{where}: variables belong to subscribe",
-            hint="add subscribe = \"subscription { ... }\", or remove variables",
+            hint='add subscribe = "subscription { ... }", or remove variables',
         )
     if "id" in step and not ({"subscribe", "expect_next"} & set(step)):
         raise ProfileError(
             f"{where}: id belongs to subscribe or expect_next",
-            hint="complete takes the id as its value: complete = \"s1\"",
+            hint='complete takes the id as its value: complete = "s1"',
         )
     if "timeout" in step and not (awaits or "emit_ack" in step):
         raise ProfileError(
@@ -524,7 +548,7 @@ def _validate_preset_step(
     if "variables" in step:
         if not isinstance(step["variables"], dict):
             raise ProfileError(
-                f"{where}.variables: expected a table such as {{ room = \"lobby\" }}, got {step['variables']!r}"
+                f'{where}.variables: expected a table such as {{ room = "lobby" }}, got {step["variables"]!r}'
             )
         _json_value(step["variables"], f"{where}.variables")
         out["variables"] = step["variables"]
@@ -536,7 +560,7 @@ def _validate_preset_step(
             table = step[name]
             if not isinstance(table, dict) or (name == "expect_args" and not table):
                 raise ProfileError(
-                    f"{where}.{name}: expected a table of dotted paths, e.g. {{ \"0.room\" = \"r\" }}, got {table!r}"
+                    f'{where}.{name}: expected a table of dotted paths, e.g. {{ "0.room" = "r" }}, got {table!r}'
                 )
             _json_value(table, f"{where}.{name}")
             out[name] = dict(_flatten(table))
@@ -548,8 +572,12 @@ def _validate_preset_step(
     return out
 
 
-def check_protocol(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], protocol: str | None,
-                   key: str = "scenario.steps", _path: tuple[int, ...] = ()) -> None:
+def check_protocol(
+    steps: tuple[dict[str, Any], ...] | list[dict[str, Any]],
+    protocol: str | None,
+    key: str = "scenario.steps",
+    _path: tuple[int, ...] = (),
+) -> None:
     """Every step speaks the run's protocol: preset keys need their preset, plain send/expect need none."""
     for index, step in enumerate(steps, start=1):
         path = (*_path, index)
@@ -558,13 +586,15 @@ def check_protocol(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], pro
             used = [k for k in keys if k in step]
             if used and protocol != family:
                 now = f"the run speaks {protocol}" if protocol else "no protocol is set"
-                hint = f"add protocol = \"{family}\" under [scenario]" if not protocol else "a run speaks one protocol"
-                raise ProfileError(f"{where}: {used[0]} needs [scenario] protocol = \"{family}\" ({now})", hint=hint)
+                hint = f'add protocol = "{family}" under [scenario]' if not protocol else "a run speaks one protocol"
+                raise ProfileError(f'{where}: {used[0]} needs [scenario] protocol = "{family}" ({now})', hint=hint)
         raw = [k for k in _RAW_KEYS if k in step]
         if raw and protocol:
             preset_keys = "emit/emit_ack/expect_event" if protocol == "socket.io" else "subscribe/expect_next/complete"
-            raise ProfileError(f"{where}: {raw[0]} is a plain WebSocket message, but the run speaks {protocol}",
-                               hint=f"use {preset_keys}, or remove [scenario] protocol")
+            raise ProfileError(
+                f"{where}: {raw[0]} is a plain WebSocket message, but the run speaks {protocol}",
+                hint=f"use {preset_keys}, or remove [scenario] protocol",
+            )
         if "steps" in step:
             check_protocol(step["steps"], protocol, key, path)
 
@@ -584,7 +614,9 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 # --- compiling -------------------------------------------------------------------------
 
 
-def compile_steps(steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], _path: tuple[int, ...] = ()) -> tuple[Step, ...]:
+def compile_steps(
+    steps: tuple[dict[str, Any], ...] | list[dict[str, Any]], _path: tuple[int, ...] = ()
+) -> tuple[Step, ...]:
     """Normalised step tables (from :func:`validate_steps`) -> executable step objects."""
     compiled: list[Step] = []
     for index, step in enumerate(steps, start=1):
@@ -653,7 +685,9 @@ def _all_templates(steps: tuple[Step, ...]) -> list[Template]:
     return found
 
 
-def check_fields(templates: list[Template] | tuple[Step, ...], available: set[str] | frozenset[str], where: str) -> None:
+def check_fields(
+    templates: list[Template] | tuple[Step, ...], available: set[str] | frozenset[str], where: str
+) -> None:
     """Every placeholder names a known field, and ``%K`` is used on integer fields only."""
     if templates and not isinstance(templates[0], Template):
         templates = _all_templates(templates)  # type: ignore[arg-type]

@@ -104,7 +104,9 @@ def _time_unit(span_seconds: float) -> tuple[float, str]:
 # --- decimation --------------------------------------------------------------------
 
 
-def decimate(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, buckets: int = MAX_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
+def decimate(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, buckets: int = MAX_BUCKETS
+) -> tuple[np.ndarray, np.ndarray]:
     """At most ``2 * buckets`` points of (x, y): the min and the max of each x bucket, in x order.
 
     Keeps peaks and troughs (a spike of one sample survives), unlike every-n-th thinning.
@@ -147,7 +149,9 @@ class Columns:
         try:
             table = np.array(rows, dtype=float).reshape(-1, len(self.FIELDS))
         except (TypeError, ValueError):  # a non-numeric value somewhere: convert field by field
-            table = np.array([[v if isinstance(v, (int, float)) else np.nan for v in row] for row in rows], dtype=float).reshape(-1, len(self.FIELDS))
+            table = np.array(
+                [[v if isinstance(v, (int, float)) else np.nan for v in row] for row in rows], dtype=float
+            ).reshape(-1, len(self.FIELDS))
         self._arrays = {key: table[:, index] for index, key in enumerate(self.FIELDS)}
         self.phase = np.array([str(s.get("phase") or "") for s in samples], dtype=object)
         #: {request name: (t, p50, p99) arrays} from the samples' "lat" fields.
@@ -178,7 +182,11 @@ class Columns:
                 continue
             keep = ~np.isnan(arrays[1])
             if keep.any():
-                out[str(name)] = (arrays[0][keep], arrays[1][keep], np.where(np.isnan(arrays[2]), arrays[1], arrays[2])[keep])
+                out[str(name)] = (
+                    arrays[0][keep],
+                    arrays[1][keep],
+                    np.where(np.isnan(arrays[2]), arrays[1], arrays[2])[keep],
+                )
         return out
 
     def __len__(self) -> int:
@@ -192,7 +200,9 @@ def _as_columns(samples: "Sequence[Mapping[str, Any]] | Columns") -> Columns:
     return samples if isinstance(samples, Columns) else Columns(samples)
 
 
-def bucket_reduce(x: np.ndarray, y: np.ndarray, reduce: Any, buckets: int = MAX_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
+def bucket_reduce(
+    x: np.ndarray, y: np.ndarray, reduce: Any, buckets: int = MAX_BUCKETS
+) -> tuple[np.ndarray, np.ndarray]:
     """One point per x bucket: the bucket's middle x and ``reduce`` (e.g. np.median, np.max) of its y.
 
     For noisy per-interval figures (latency percentiles) where a min/max envelope would
@@ -205,8 +215,10 @@ def bucket_reduce(x: np.ndarray, y: np.ndarray, reduce: Any, buckets: int = MAX_
     index = np.clip(np.searchsorted(edges, xs, side="right") - 1, 0, buckets - 1)
     starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
     ends = np.r_[starts[1:], len(ys)]
-    return (np.array([(xs[a] + xs[b - 1]) / 2 for a, b in zip(starts, ends)]),
-            np.array([float(reduce(ys[a:b])) for a, b in zip(starts, ends)]))
+    return (
+        np.array([(xs[a] + xs[b - 1]) / 2 for a, b in zip(starts, ends)]),
+        np.array([float(reduce(ys[a:b])) for a, b in zip(starts, ends)]),
+    )
 
 
 def _column(samples: "Sequence[Mapping[str, Any]] | Columns", key: str) -> np.ndarray:
@@ -234,13 +246,19 @@ def _svg(fig: Any, name: str) -> str:
 def _figure(height: float = 3.0, ncols: int = 1, *, bottom: float = 0.5) -> tuple[Any, Any]:
     """A figure of ``ncols`` panels with fixed margins (inches converted to fractions)."""
     fig, axes = plt.subplots(1, ncols, figsize=(_WIDTH, height), dpi=100, squeeze=False)
-    fig.subplots_adjust(left=1.0 / _WIDTH, right=1 - 0.8 / _WIDTH, bottom=bottom / height, top=1 - 0.32 / height,
-                        wspace=0.38 if ncols > 1 else 0.2)
+    fig.subplots_adjust(
+        left=1.0 / _WIDTH,
+        right=1 - 0.8 / _WIDTH,
+        bottom=bottom / height,
+        top=1 - 0.32 / height,
+        wspace=0.38 if ncols > 1 else 0.2,
+    )
     return fig, axes
 
 
-def _shade_phases(ax: Any, phases: Iterable[Mapping[str, Any]], end: float, divisor: float, *, label: bool = True,
-                  begin: float = 0.0) -> None:
+def _shade_phases(
+    ax: Any, phases: Iterable[Mapping[str, Any]], end: float, divisor: float, *, label: bool = True, begin: float = 0.0
+) -> None:
     """Background bands per phase, named along the top edge; the x axis spans ``begin``..``end``."""
     ax.set_xlim(begin / divisor, end / divisor)
     for phase in phases:
@@ -251,12 +269,22 @@ def _shade_phases(ax: Any, phases: Iterable[Mapping[str, Any]], end: float, divi
             _mark_decision(ax, start / divisor)
             continue
         stop: float = phase["end"] if phase.get("end") is not None else end
-        ax.axvspan(start / divisor, stop / divisor, color=PHASE_COLOURS.get(phase.get("name", ""), "#ffffff"), lw=0, zorder=0)
+        ax.axvspan(
+            start / divisor, stop / divisor, color=PHASE_COLOURS.get(phase.get("name", ""), "#ffffff"), lw=0, zorder=0
+        )
         middle = (max(start, begin) + min(stop, end)) / 2
         wide_enough = (min(stop, end) - max(start, begin)) >= 0.04 * max(end - begin, 1e-9)
         if label and wide_enough and phase.get("name") not in ("starting", "steady"):
-            ax.text(middle / divisor, 1.0, str(phase.get("name")), transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=7, color="#666666")
+            ax.text(
+                middle / divisor,
+                1.0,
+                str(phase.get("name")),
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#666666",
+            )
 
 
 #: Name of the pseudo-phase :func:`all_charts` adds at the look that decided the verdict.
@@ -269,8 +297,9 @@ def _mark_decision(ax: Any, x: float) -> None:
     ax.text(x, 0.98, " decided", transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=7, color="#d62728")
 
 
-def _decision_points(samples: "Columns", phases: Sequence[Mapping[str, Any]],
-                     decision: Mapping[str, Any] | None) -> tuple[float, float] | None:
+def _decision_points(
+    samples: "Columns", phases: Sequence[Mapping[str, Any]], decision: Mapping[str, Any] | None
+) -> tuple[float, float] | None:
     """(seconds since start, connections closed) of the deciding look, or None when no look decided."""
     if not decision or decision.get("stop_reason") not in ("leak", "pass"):
         return None
@@ -319,8 +348,12 @@ def memory_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Seque
     return _svg(fig, "memory")
 
 
-def slope_chart(samples: "Sequence[Mapping[str, Any]] | Columns", metrics: Mapping[str, Mapping[str, Any]], *,
-                decided_at: float | None = None) -> str | None:
+def slope_chart(
+    samples: "Sequence[Mapping[str, Any]] | Columns",
+    metrics: Mapping[str, Mapping[str, Any]],
+    *,
+    decided_at: float | None = None,
+) -> str | None:
     """Each memory metric against cumulative closed connections, with the fitted slope and its CI band.
 
     The band is the pair of lines through the fit's pivot (the median point of the
@@ -352,13 +385,25 @@ def slope_chart(samples: "Sequence[Mapping[str, Any]] | Columns", metrics: Mappi
                 pivot_x = float(np.median(closed[inside]))
                 pivot_y = float(np.median(values[inside]))
                 line_x = np.array([lo_x, hi_x])
-                ax.plot(line_x, (pivot_y + slope * (line_x - pivot_x)) / scale, color="#000000", lw=1.4,
-                        label=f"fit: {format_bytes_axis(slope)}/conn")
+                ax.plot(
+                    line_x,
+                    (pivot_y + slope * (line_x - pivot_x)) / scale,
+                    color="#000000",
+                    lw=1.4,
+                    label=f"fit: {format_bytes_axis(slope)}/conn",
+                )
                 if result.get("ci_low") is not None and result.get("ci_high") is not None:
                     low = pivot_y + float(result["ci_low"]) * (line_x - pivot_x)
                     high = pivot_y + float(result["ci_high"]) * (line_x - pivot_x)
-                    ax.fill_between(line_x, np.minimum(low, high) / scale, np.maximum(low, high) / scale, color="#000000", alpha=0.15, lw=0,
-                                    label="confidence band")
+                    ax.fill_between(
+                        line_x,
+                        np.minimum(low, high) / scale,
+                        np.maximum(low, high) / scale,
+                        color="#000000",
+                        alpha=0.15,
+                        lw=0,
+                        label="confidence band",
+                    )
         ax.set_title(f"{METRIC_LABELS[metric]} ({result.get('verdict', 'not judged')})", fontsize=9)
         ax.set_ylabel(scale_unit)
         ax.xaxis.set_major_formatter(FuncFormatter(_count_axis))
@@ -371,7 +416,9 @@ def slope_chart(samples: "Sequence[Mapping[str, Any]] | Columns", metrics: Mappi
     return _svg(fig, "slope")
 
 
-def connections_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequence[Mapping[str, Any]]) -> str | None:
+def connections_chart(
+    samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequence[Mapping[str, Any]]
+) -> str | None:
     """Open connections (left axis) and churn rate in closed connections per second (right axis)."""
     samples = _as_columns(samples)
     if len(samples) < 2:
@@ -433,7 +480,9 @@ def latency_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequ
     return _svg(fig, "latency")
 
 
-def resources_chart(samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequence[Mapping[str, Any]]) -> str | None:
+def resources_chart(
+    samples: "Sequence[Mapping[str, Any]] | Columns", phases: Sequence[Mapping[str, Any]]
+) -> str | None:
     """Open file descriptors (left axis) and threads (right axis) of the target's tree."""
     samples = _as_columns(samples)
     t = _column(samples, "t")
@@ -469,7 +518,11 @@ def trend_chart(runs: Sequence[Mapping[str, Any]], metric_names: Sequence[str] =
     """
     if len(runs) < 2:
         return None
-    names = [m for m in metric_names if any((r.get("metrics") or {}).get(m, {}).get("slope_per_connection") is not None for r in runs)]
+    names = [
+        m
+        for m in metric_names
+        if any((r.get("metrics") or {}).get(m, {}).get("slope_per_connection") is not None for r in runs)
+    ]
     if not names:
         return None
     fig, axes = _figure(2.8, len(names), bottom=0.75)
@@ -484,9 +537,23 @@ def trend_chart(runs: Sequence[Mapping[str, Any]], metric_names: Sequence[str] =
             low = figures.get("ci_low", slope) if figures.get("ci_low") is not None else slope
             high = figures.get("ci_high", slope) if figures.get("ci_high") is not None else slope
             colour = {"pass": "#2e7d32", "leak": "#c62828"}.get(str(run.get("verdict")), "#ef6c00")
-            ax.errorbar([pos], [slope], yerr=[[max(slope - low, 0)], [max(high - slope, 0)]], fmt="o", ms=4, color=colour, capsize=2)
-        budget = next(((r.get("metrics") or {}).get(metric, {}).get("budget_per_connection") for r in reversed(runs)
-                       if (r.get("metrics") or {}).get(metric, {}).get("budget_per_connection") is not None), None)
+            ax.errorbar(
+                [pos],
+                [slope],
+                yerr=[[max(slope - low, 0)], [max(high - slope, 0)]],
+                fmt="o",
+                ms=4,
+                color=colour,
+                capsize=2,
+            )
+        budget = next(
+            (
+                (r.get("metrics") or {}).get(metric, {}).get("budget_per_connection")
+                for r in reversed(runs)
+                if (r.get("metrics") or {}).get(metric, {}).get("budget_per_connection") is not None
+            ),
+            None,
+        )
         if budget is not None:
             ax.axhline(budget, color="#c62828", lw=0.8, ls="--", label="budget")
             ax.legend(loc="upper left", fontsize=7)
@@ -499,9 +566,13 @@ def trend_chart(runs: Sequence[Mapping[str, Any]], metric_names: Sequence[str] =
     return _svg(fig, "trend")
 
 
-def all_charts(samples: Sequence[Mapping[str, Any]], phases: Sequence[Mapping[str, Any]], metrics: Mapping[str, Mapping[str, Any]],
-               trend_runs: Sequence[Mapping[str, Any]] = (),
-               decision: Mapping[str, Any] | None = None) -> dict[str, str | None]:
+def all_charts(
+    samples: Sequence[Mapping[str, Any]],
+    phases: Sequence[Mapping[str, Any]],
+    metrics: Mapping[str, Mapping[str, Any]],
+    trend_runs: Sequence[Mapping[str, Any]] = (),
+    decision: Mapping[str, Any] | None = None,
+) -> dict[str, str | None]:
     """Every chart of the report, by name (``None`` where the data is missing).
 
     ``decision`` (summary.json's): a run whose looks decided its verdict gets a vertical line at

@@ -126,7 +126,9 @@ def render_report(
     safe_summary = redact_data(dict(summary))
     metrics = safe_summary.get("metrics") or {}
     phases = summary.get("phases") or []
-    drawn = all_charts(record.samples, phases, summary.get("metrics") or {}, trend_runs, decision=summary.get("decision"))
+    drawn = all_charts(
+        record.samples, phases, summary.get("metrics") or {}, trend_runs, decision=summary.get("decision")
+    )
     charts = {name: (markupsafe.Markup(svg) if svg else None) for name, svg in drawn.items()}
     meta = record.meta or {}
     environment = redact_data(meta.get("environment") or {})

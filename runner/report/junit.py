@@ -58,13 +58,21 @@ def render_junit(summary: Mapping[str, Any]) -> str:
     load = summary.get("load") or {}
     lines = [f"verdict: {summary.get('verdict')}"] + [f"reason: {_text(r)}" for r in summary.get("reasons") or []]
     lines += [f"note: {_text(n)}" for n in summary.get("notes") or []]
-    lines.append(f"connections closed: {load.get('connections_closed')}, peak open: {load.get('peak_concurrent')}, errors: {load.get('errors')}")
+    lines.append(
+        f"connections closed: {load.get('connections_closed')}, peak open: {load.get('peak_concurrent')}, errors: {load.get('errors')}"
+    )
     out.text = "\n".join(lines)
     cases.append(run_case)
 
     for name, metric in (summary.get("metrics") or {}).items():
-        case = ET.Element("testcase", name=f"{_text(name)} bytes per connection" if metric.get("unit", "bytes") == "bytes" else f"{_text(name)} per connection",
-                          classname=classname, time="0")
+        case = ET.Element(
+            "testcase",
+            name=f"{_text(name)} bytes per connection"
+            if metric.get("unit", "bytes") == "bytes"
+            else f"{_text(name)} per connection",
+            classname=classname,
+            time="0",
+        )
         reason = _text(metric.get("reason") or metric.get("verdict"))
         if metric.get("verdict") == "leak":
             failure = ET.SubElement(case, "failure", message=reason, type="leak")
@@ -88,17 +96,39 @@ def render_junit(summary: Mapping[str, Any]) -> str:
             ET.SubElement(case, "system-err").text = f"warning: {message}"
         cases.append(case)
 
-    suite = ET.Element("testsuite", name=f"soak {profile}", tests=str(len(cases)), failures=str(counts["failures"]),
-                       errors=str(counts["errors"]), skipped=str(counts["skipped"]), time=f"{_duration(summary):.3f}",
-                       timestamp=_text(summary.get("started_at") or ""))
+    suite = ET.Element(
+        "testsuite",
+        name=f"soak {profile}",
+        tests=str(len(cases)),
+        failures=str(counts["failures"]),
+        errors=str(counts["errors"]),
+        skipped=str(counts["skipped"]),
+        time=f"{_duration(summary):.3f}",
+        timestamp=_text(summary.get("started_at") or ""),
+    )
     suite.extend(cases)
-    suites = ET.Element("testsuites", name="soak-runner", tests=str(len(cases)), failures=str(counts["failures"]),
-                        errors=str(counts["errors"]), skipped=str(counts["skipped"]), time=f"{_duration(summary):.3f}")
+    suites = ET.Element(
+        "testsuites",
+        name="soak-runner",
+        tests=str(len(cases)),
+        failures=str(counts["failures"]),
+        errors=str(counts["errors"]),
+        skipped=str(counts["skipped"]),
+        time=f"{_duration(summary):.3f}",
+    )
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
 def _figures(metric: Mapping[str, Any]) -> str:
-    keys = ("slope_per_connection", "ci_low", "ci_high", "budget_per_connection", "slope_per_hour", "samples_used", "window")
+    keys = (
+        "slope_per_connection",
+        "ci_low",
+        "ci_high",
+        "budget_per_connection",
+        "slope_per_hour",
+        "samples_used",
+        "window",
+    )
     return "\n".join(f"{key}: {metric.get(key)}" for key in keys if key in metric)

@@ -54,8 +54,10 @@ class Loops(RunState):
             for kind, error in sample.get("source_errors", {}).items():
                 if kind not in self._failed_sources:
                     self._failed_sources.add(kind)
-                    self._note(f"sampling: {kind} could not be read ({error}); its values are gaps (null) "
-                               "while it fails, counted in the summary")
+                    self._note(
+                        f"sampling: {kind} could not be read ({error}); its values are gaps (null) "
+                        "while it fails, counted in the summary"
+                    )
             self.peak_open = max(self.peak_open, int(sample.get("open") or 0))
             if self.target is not None:
                 self.target.remember(self.sampler.seen_pids)

@@ -32,9 +32,11 @@ def preflight(profile: Profile) -> None:
     target = profile.target
     local = target.command is not None or target.pid is not None
     if not profile.sampling.sources_for(local=local):
-        raise UsageError("target.url alone gives nothing to sample: soak neither starts nor sees the server",
-                         hint="add sampling.metrics_url (or --metrics-url), sampling.prometheus or sampling.cgroup, "
-                              "or pass --target/--pid")
+        raise UsageError(
+            "target.url alone gives nothing to sample: soak neither starts nor sees the server",
+            hint="add sampling.metrics_url (or --metrics-url), sampling.prometheus or sampling.cgroup, "
+            "or pass --target/--pid",
+        )
     if profile.sampling.cgroup and "cgroup" in profile.sampling.sources_for(local=local):
         resolve_cgroup(profile.sampling.cgroup)  # a cgroup that is not there is exit 2
     if target.command is not None:
@@ -87,8 +89,6 @@ def cpu_notes(profile: Profile, plan: LoadPlan) -> list[str]:
         target_local=profile.target.command is not None or is_loopback_host(urlsplit(url).hostname or ""),
         available_memory=psutil.virtual_memory().available,
     )
-
-
 
 
 def raise_fd_limits() -> tuple[int, int]:

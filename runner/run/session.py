@@ -101,7 +101,9 @@ class Session(TargetSetup, Loops):
     def _on_signal(self) -> None:
         self.state.interrupts += 1
         if self.state.interrupts == 1:
-            self.progress.note("interrupted: stopping the load and the target, then writing the report (press Ctrl-C again to stop at once)")
+            self.progress.note(
+                "interrupted: stopping the load and the target, then writing the report (press Ctrl-C again to stop at once)"
+            )
             self.state.interrupted.set()
         else:
             self.progress.note("stopping at once; the samples taken so far are in " + str(self.folder.path))
@@ -193,7 +195,11 @@ class Session(TargetSetup, Loops):
         saturated = self.saturation.note()
         if saturated:
             self.notes.append(saturated)
-        outcome = self.target.outcome().to_dict() if self.target is not None else {"pid": None, "exit_code": None, "crashed": False}
+        outcome = (
+            self.target.outcome().to_dict()
+            if self.target is not None
+            else {"pid": None, "exit_code": None, "crashed": False}
+        )
         if error and error["kind"] == "target_error":
             outcome["log_tail"] = error.get("log_tail", [])
         return {
@@ -226,8 +232,13 @@ class Session(TargetSetup, Loops):
             self.wait(self.profile.load.duration)
             return
         start = self.state.phases[-1]["start"]
-        self.looks = Looks(self.profile, self.folder, clock=lambda: self.now() - start, progress=self.progress,
-                           runtime=lambda: self.runtime.name)
+        self.looks = Looks(
+            self.profile,
+            self.folder,
+            clock=lambda: self.now() - start,
+            progress=self.progress,
+            runtime=lambda: self.runtime.name,
+        )
         planned = f"steady churn: {self.profile.load.planned}, judged at {self.looks.plan.count} planned looks"
         self.progress.note(planned)
         judge = gevent.spawn(self.looks.loop)
@@ -272,7 +283,9 @@ class Session(TargetSetup, Loops):
         drain = min(self.profile.phases.drain, 5.0) if quick else self.profile.phases.drain
         counters = self.driver.counters
         try:
-            closed = self.wait(drain, until=lambda: stopping.dead and counters.open == 0, allow_interrupt=allow_interrupt)
+            closed = self.wait(
+                drain, until=lambda: stopping.dead and counters.open == 0, allow_interrupt=allow_interrupt
+            )
             if not closed:
                 self.notes.append(f"{counters.open} connections were still open {drain:g}s after the load stopped")
             if not quick:
@@ -291,7 +304,9 @@ class Session(TargetSetup, Loops):
             stopping.kill(block=False)
 
 
-def run_soak(profile: Profile, *, out: Path | None = None, overwrite: bool = False, progress: Progress | None = None) -> RunResult:
+def run_soak(
+    profile: Profile, *, out: Path | None = None, overwrite: bool = False, progress: Progress | None = None
+) -> RunResult:
     """Run one soak end to end and finish its folder (summary.json, report.html)."""
     progress = progress or Progress()
     preflight(profile)

@@ -42,11 +42,12 @@ class PhaseState:
     interrupted: gevent.event.Event = field(default_factory=gevent.event.Event)
 
 
-
 class RunState:
     """The state of one run, shared by its target set-up, its loops and its session."""
 
-    def __init__(self, profile: Profile, folder: RunFolder, progress: Progress, scenario: ScenarioPlan | None = None) -> None:
+    def __init__(
+        self, profile: Profile, folder: RunFolder, progress: Progress, scenario: ScenarioPlan | None = None
+    ) -> None:
         self.profile = profile
         #: Scenario, identity and TLS of the load and the readiness probe (None: plain echo over ws://).
         self.scenario = scenario

@@ -53,12 +53,16 @@ class TargetSetup(RunState):
             assert target.url is not None
             remote = RemoteTarget(target.url)
             self.target = remote
-            update_meta(self.folder, target={"command": None, "url": target.url, "pid": None, "memray": False,
-                                             "remote": True})
+            update_meta(
+                self.folder, target={"command": None, "url": target.url, "pid": None, "memray": False, "remote": True}
+            )
             through = ", ".join(self._source_kinds())
             self.progress.note(f"target {target.url}: nothing started, sampled through {through}")
-            remote.wait_ready(functools.partial(self._handshake, target.url), target.ready_timeout,
-                              cancelled=self.state.interrupted.is_set)
+            remote.wait_ready(
+                functools.partial(self._handshake, target.url),
+                target.ready_timeout,
+                cancelled=self.state.interrupted.is_set,
+            )
             if self.state.interrupted.is_set():
                 raise Interrupted()
             return target.url
@@ -86,17 +90,25 @@ class TargetSetup(RunState):
         argv = substitute(target.command, port=port)
         url = target.url.replace("{port}", str(port)) if port is not None else target.url
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        memray_plan = plan_memray(target, argv, self.folder.path, sampling_interval=self.profile.sampling.interval,
-                                  max_bytes=self._memray_max_bytes())
+        memray_plan = plan_memray(
+            target,
+            argv,
+            self.folder.path,
+            sampling_interval=self.profile.sampling.interval,
+            max_bytes=self._memray_max_bytes(),
+        )
         if memray_plan.note:
             self._note(memray_plan.note)
         launch = prepare_launch(memray_plan.argv, env) if target.runtime_heap and not memray_plan.tracked else None
         for message in launch.notes if launch else []:
             self._note(message)
-        started = StartedTarget(launch.argv if launch else memray_plan.argv, self.folder.target_log,
-                                env=launch.env if launch else env)
+        started = StartedTarget(
+            launch.argv if launch else memray_plan.argv, self.folder.target_log, env=launch.env if launch else env
+        )
         self.target = started
-        update_meta(self.folder, target={"command": argv, "url": url, "pid": started.pid, "memray": memray_plan.tracked})
+        update_meta(
+            self.folder, target={"command": argv, "url": url, "pid": started.pid, "memray": memray_plan.tracked}
+        )
         self.progress.note(f"target started (pid {started.pid}): {' '.join(redact_command(argv))}")
         probe = functools.partial(self._handshake, url)
         ready_timeout = self.profile.target.ready_timeout * (MEMRAY_STARTUP_FACTOR if memray_plan.tracked else 1)
@@ -136,9 +148,12 @@ class TargetSetup(RunState):
             elif kind == "cgroup":
                 assert sampling.cgroup is not None
                 sources.append(CgroupSource(resolve_cgroup(sampling.cgroup)))
-        addresses = {s.kind: getattr(s, "url", None) or str(getattr(s, "path", ""))
-                     for s in sources if s.kind != "process"}
-        update_meta(self.folder, sampling={"sources": [s.kind for s in sources], "timeout": timeout, "addresses": addresses})
+        addresses = {
+            s.kind: getattr(s, "url", None) or str(getattr(s, "path", "")) for s in sources if s.kind != "process"
+        }
+        update_meta(
+            self.folder, sampling={"sources": [s.kind for s in sources], "timeout": timeout, "addresses": addresses}
+        )
         return SourceSampler(sources, timeout=timeout)
 
     def _handshake(self, url: str) -> None:
@@ -176,10 +191,14 @@ class TargetSetup(RunState):
             command: list[str] | None = attached.process.cmdline()
         except psutil.Error:
             command = None
-        update_meta(self.folder, target={"command": command, "url": url, "pid": attached.pid, "memray": tracked,
-                                         "attached": True})
+        update_meta(
+            self.folder,
+            target={"command": command, "url": url, "pid": attached.pid, "memray": tracked, "attached": True},
+        )
         if tracked:
-            self._note(f"memray attached to pid {attached.pid} while it ran: allocations made before the attach are not seen")
+            self._note(
+                f"memray attached to pid {attached.pid} while it ran: allocations made before the attach are not seen"
+            )
             request_freeze(self.folder.path)  # the target already serves: freeze its start-up heap now
 
     def _detach_memray(self) -> None:

@@ -16,7 +16,16 @@ from ..profile import TargetSettings
 from .memray_capture import MemrayFiles
 from .memray_launch import UnsupportedCommand, launcher_argv
 
-__all__ = ["MemrayPlan", "plan_memray", "request_freeze", "request_chain", "checkpoint_interval", "MEMRAY_STARTUP_FACTOR", "MEMORY_INTERVAL_MS", "MIN_CHECKPOINT_INTERVAL"]
+__all__ = [
+    "MemrayPlan",
+    "plan_memray",
+    "request_freeze",
+    "request_chain",
+    "checkpoint_interval",
+    "MEMRAY_STARTUP_FACTOR",
+    "MEMORY_INTERVAL_MS",
+    "MIN_CHECKPOINT_INTERVAL",
+]
 
 #: memray's RSS/heap snapshot period. Its default (10 ms) writes 100 records a second for
 #: nothing: the heap is read only at checkpoints, and a checkpoint waits at most this long.
@@ -45,16 +54,28 @@ class MemrayPlan:
     note: str | None = None
 
 
-def plan_memray(target: TargetSettings, argv: list[str], folder: Path, *, sampling_interval: float, max_bytes: int | None) -> MemrayPlan:
+def plan_memray(
+    target: TargetSettings, argv: list[str], folder: Path, *, sampling_interval: float, max_bytes: int | None
+) -> MemrayPlan:
     """Wrap ``argv`` (already substituted) in the memray launcher when the profile wants it."""
     if target.memray is False:
         return MemrayPlan(argv, False)
     if not target.is_python:
         if target.memray:
-            return MemrayPlan(argv, False, "memray skipped: it tracks Python targets started with {python}; this target is measured by psutil only")
-        return MemrayPlan(argv, False, "memray skipped: not a Python target started with {python} (psutil metrics only)")
+            return MemrayPlan(
+                argv,
+                False,
+                "memray skipped: it tracks Python targets started with {python}; this target is measured by psutil only",
+            )
+        return MemrayPlan(
+            argv, False, "memray skipped: not a Python target started with {python} (psutil metrics only)"
+        )
     if importlib.util.find_spec("memray") is None:
-        return MemrayPlan(argv, False, "memray skipped: memray is not installed in the target's Python environment (pip install memray)")
+        return MemrayPlan(
+            argv,
+            False,
+            "memray skipped: memray is not installed in the target's Python environment (pip install memray)",
+        )
     files = MemrayFiles(folder)
     try:
         wrapped = launcher_argv(

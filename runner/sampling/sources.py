@@ -75,6 +75,7 @@ STANDARD_SERIES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+
 @dataclass
 class Reading:
     """What one source said at one sample."""
@@ -237,11 +238,15 @@ def resolve_cgroup(spec: str, root: Path = CGROUP_ROOT) -> Path:
         found = _find_container(spec, root)
         if found is not None:
             return found
-        raise UsageError(f"sampling.cgroup: no cgroup of a container {spec!r} under {root}",
-                         hint="give the cgroup's path, e.g. /sys/fs/cgroup/system.slice/docker-<id>.scope")
-    raise UsageError(f"sampling.cgroup: {spec!r} is not a cgroup with memory accounting "
-                     "(no memory.current or memory.usage_in_bytes)",
-                     hint="give a folder under /sys/fs/cgroup, or a container id")
+        raise UsageError(
+            f"sampling.cgroup: no cgroup of a container {spec!r} under {root}",
+            hint="give the cgroup's path, e.g. /sys/fs/cgroup/system.slice/docker-<id>.scope",
+        )
+    raise UsageError(
+        f"sampling.cgroup: {spec!r} is not a cgroup with memory accounting "
+        "(no memory.current or memory.usage_in_bytes)",
+        hint="give a folder under /sys/fs/cgroup, or a container id",
+    )
 
 
 def _accounts_memory(folder: Path) -> bool:
@@ -308,8 +313,10 @@ class CgroupSource:
             pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
         except (OSError, ValueError) as exc:
             return Reading(values=dict.fromkeys(self.provides), error=_describe(exc))
-        reading = Reading(values={"rss": float(anon) if anon is not None else None, "procs": float(len(pids))},
-                          series={"rss": rss_series, "procs": "cgroup.procs"})
+        reading = Reading(
+            values={"rss": float(anon) if anon is not None else None, "procs": float(len(pids))},
+            series={"rss": rss_series, "procs": "cgroup.procs"},
+        )
         reading.extra["cgroup_memory"] = float(current)
         if cache is not None:
             reading.extra["cgroup_file"] = float(cache)

@@ -27,10 +27,18 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def add_keepalive_arguments(p: argparse.ArgumentParser) -> None:
     """--ping-interval/--ping-timeout: websockets' keepalive, on by default as in real servers (20 s, 20 s)."""
-    p.add_argument("--ping-interval", type=_seconds_or_off, default=PING_INTERVAL,
-                   help=f"seconds between keepalive pings, 0 = off (default {PING_INTERVAL:g}, websockets' default)")
-    p.add_argument("--ping-timeout", type=_seconds_or_off, default=PING_TIMEOUT,
-                   help=f"seconds a pong may take before the server closes the connection (default {PING_TIMEOUT:g})")
+    p.add_argument(
+        "--ping-interval",
+        type=_seconds_or_off,
+        default=PING_INTERVAL,
+        help=f"seconds between keepalive pings, 0 = off (default {PING_INTERVAL:g}, websockets' default)",
+    )
+    p.add_argument(
+        "--ping-timeout",
+        type=_seconds_or_off,
+        default=PING_TIMEOUT,
+        help=f"seconds a pong may take before the server closes the connection (default {PING_TIMEOUT:g})",
+    )
 
 
 def keepalive(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,8 +73,12 @@ def run(handler: Handler, args: argparse.Namespace) -> None:
     asyncio.run(_serve_until_stopped(handler, args.host, args.port, keepalive(args)))
 
 
-def main(handler_factory: Callable[[argparse.Namespace], Handler], description: str, argv: Sequence[str] | None = None,
-         configure: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def main(
+    handler_factory: Callable[[argparse.Namespace], Handler],
+    description: str,
+    argv: Sequence[str] | None = None,
+    configure: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     p = parser(description)
     if configure:
         configure(p)

@@ -56,7 +56,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1: no supervisor)")
     p.add_argument("--leak-bytes", type=int, default=0, help="bytes each connection leaves behind (default 0: clean)")
-    p.add_argument("--healthcheck-timeout", type=int, default=60, help="seconds a worker may take to answer uvicorn's supervisor (default 60)")
+    p.add_argument(
+        "--healthcheck-timeout",
+        type=int,
+        default=60,
+        help="seconds a worker may take to answer uvicorn's supervisor (default 60)",
+    )
     args = p.parse_args(argv)
     os.environ[LEAK_ENV] = str(args.leak_bytes)
     uvicorn.run(

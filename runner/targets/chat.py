@@ -99,10 +99,14 @@ class ChatServer:
                 if kind == "join" and room:
                     count = self.join(websocket, conn_id, user, room)
                     joined.add(room)
-                    broadcast(self.rooms[room], json.dumps({"type": "joined", "room": room, "user": user, "members": count}))
+                    broadcast(
+                        self.rooms[room], json.dumps({"type": "joined", "room": room, "user": user, "members": count})
+                    )
                 elif kind == "say" and room in joined:
                     text = str(message.get("text", ""))
-                    broadcast(self.rooms[room], json.dumps({"type": "message", "room": room, "from": user, "text": text}))
+                    broadcast(
+                        self.rooms[room], json.dumps({"type": "message", "room": room, "from": user, "text": text})
+                    )
                 elif kind == "leave" and room in joined:
                     self.leave(websocket, conn_id, room)
                     joined.discard(room)
@@ -122,7 +126,9 @@ class ChatServer:
         except (ValueError, AttributeError, TypeError):
             ok = False
         if not ok:
-            await websocket.send(json.dumps({"type": "error", "reason": "auth required: send {type: auth, user, token} first"}))
+            await websocket.send(
+                json.dumps({"type": "error", "reason": "auth required: send {type: auth, user, token} first"})
+            )
             await websocket.close(4001, "auth required")
             return None
         user = str(first["user"])
@@ -151,8 +157,16 @@ async def _serve(args: argparse.Namespace) -> None:
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: None if stop.done() else stop.set_result(None))
-    async with serve(handler, args.host, args.port, ssl=context, process_request=process_request, compression=None,
-                     max_queue=16, **keepalive(args)):
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        ssl=context,
+        process_request=process_request,
+        compression=None,
+        max_queue=16,
+        **keepalive(args),
+    ):
         print(f"listening on {'wss' if context else 'ws'}://{args.host}:{args.port}/", flush=True)
         await stop
 
@@ -161,9 +175,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--leak-bytes", type=int, default=0, help="leaky variant: bytes of member profile kept forever per join (default 0: clean)")
-    p.add_argument("--require-header", metavar="NAME", help="refuse handshakes without this header (HTTP 401); echo its value in the welcome")
-    p.add_argument("--echo-header", metavar="NAME", help="echo this handshake header's value in the welcome (not required)")
+    p.add_argument(
+        "--leak-bytes",
+        type=int,
+        default=0,
+        help="leaky variant: bytes of member profile kept forever per join (default 0: clean)",
+    )
+    p.add_argument(
+        "--require-header",
+        metavar="NAME",
+        help="refuse handshakes without this header (HTTP 401); echo its value in the welcome",
+    )
+    p.add_argument(
+        "--echo-header", metavar="NAME", help="echo this handshake header's value in the welcome (not required)"
+    )
     p.add_argument("--certfile", help="PEM certificate chain: serve wss://")
     p.add_argument("--keyfile", help="PEM private key of --certfile")
     add_keepalive_arguments(p)

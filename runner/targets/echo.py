@@ -41,8 +41,12 @@ def make_handler(args: argparse.Namespace) -> Handler:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--idle-timeout", type=float, default=0.0,
-                   help="close a connection that sent nothing for this many seconds (default 0: never)")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        help="close a connection that sent nothing for this many seconds (default 0: never)",
+    )
 
 
 if __name__ == "__main__":

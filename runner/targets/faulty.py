@@ -50,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-sigterm", action="store_true", help="keep serving through SIGTERM")
     p.add_argument("--children", type=int, default=0, metavar="N", help="fork N helpers that ignore SIGTERM")
     p.add_argument("--escape", action="store_true", help="put the helpers in their own session")
-    p.add_argument("--api-token", metavar="TOKEN", help="accepted and ignored: a secret on the command line, for redaction checks")
+    p.add_argument(
+        "--api-token", metavar="TOKEN", help="accepted and ignored: a secret on the command line, for redaction checks"
+    )
     p.add_argument("--say", action="append", default=[], metavar="TEXT", help="print TEXT at start (repeatable)")
-    p.add_argument("--last-words", action="append", default=[], metavar="TEXT", help="print TEXT just before a fault (repeatable)")
+    p.add_argument(
+        "--last-words", action="append", default=[], metavar="TEXT", help="print TEXT just before a fault (repeatable)"
+    )
     return p
 
 

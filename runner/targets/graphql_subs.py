@@ -176,15 +176,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--leak-bytes", type=int, default=0,
-                   help="leaky variant: bytes of subscriber state never disposed (default 0: clean)")
-    p.add_argument("--ping-interval", type=float, default=None,
-                   help="ping every S seconds; close a connection that missed one")
+    p.add_argument(
+        "--leak-bytes",
+        type=int,
+        default=0,
+        help="leaky variant: bytes of subscriber state never disposed (default 0: clean)",
+    )
+    p.add_argument(
+        "--ping-interval", type=float, default=None, help="ping every S seconds; close a connection that missed one"
+    )
     args = p.parse_args(argv)
     app = make_app(leak_bytes=args.leak_bytes, ping_interval=args.ping_interval)
     print(f"listening on ws://{args.host}:{args.port}/ (graphql-transport-ws)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, ws="websockets-sansio", ws_ping_interval=None,
-                log_level="warning", lifespan="off")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ws="websockets-sansio",
+        ws_ping_interval=None,
+        log_level="warning",
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,14 @@ def make_handler(args: argparse.Namespace) -> Handler:
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--leak-bytes", type=int, default=2048, help="bytes of session state kept per connection (default: 2048)")
-    p.add_argument("--leak-on-drop-only", action="store_true",
-                   help="delete the session after a clean close; keep it only for clients that vanish without a close handshake")
+    p.add_argument(
+        "--leak-bytes", type=int, default=2048, help="bytes of session state kept per connection (default: 2048)"
+    )
+    p.add_argument(
+        "--leak-on-drop-only",
+        action="store_true",
+        help="delete the session after a clean close; keep it only for clients that vanish without a close handshake",
+    )
 
 
 if __name__ == "__main__":

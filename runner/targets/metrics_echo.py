@@ -46,14 +46,22 @@ async def _serve(args: argparse.Namespace) -> None:
 
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
+
     def finish() -> None:
         if not stop.done():
             stop.set_result(None)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, finish)
-    async with serve(handler, args.host, args.port, process_request=process_request, compression=None,
-                     max_queue=16, ping_interval=None):
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        process_request=process_request,
+        compression=None,
+        max_queue=16,
+        ping_interval=None,
+    ):
         where = f"{args.host}:{args.port}"
         print(f"listening on ws://{where}/ (metrics on http://{where}/metrics)", flush=True)
         await stop
@@ -61,8 +69,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = parser(__doc__ or "")
-    p.add_argument("--leak-bytes", type=int, default=0,
-                   help="bytes of session state kept per connection (default 0: clean)")
+    p.add_argument(
+        "--leak-bytes", type=int, default=0, help="bytes of session state kept per connection (default 0: clean)"
+    )
     asyncio.run(_serve(p.parse_args()))
 
 

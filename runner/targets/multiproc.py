@@ -66,9 +66,22 @@ async def serve_worker(host: str, port: int, leak_bytes: int, options: dict[str,
 
 
 def _supervise(args: argparse.Namespace) -> int:
-    command = [sys.executable, "-m", "runner.targets.multiproc", "--host", args.host, "--port", str(args.port),
-               "--leak-bytes", str(args.leak_bytes), "--child",
-               "--ping-interval", str(args.ping_interval or 0), "--ping-timeout", str(args.ping_timeout or 0)]
+    command = [
+        sys.executable,
+        "-m",
+        "runner.targets.multiproc",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--leak-bytes",
+        str(args.leak_bytes),
+        "--child",
+        "--ping-interval",
+        str(args.ping_interval or 0),
+        "--ping-timeout",
+        str(args.ping_timeout or 0),
+    ]
     children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.workers)]
     stopping = False
 
@@ -89,13 +102,20 @@ def _supervise(args: argparse.Namespace) -> int:
                 other.wait()
             return 1
         child.stdout.close()
-    print(f"listening on ws://{args.host}:{args.port}/ with {args.workers} worker processes "
-          f"(pids {', '.join(str(c.pid) for c in children)})", flush=True)
+    print(
+        f"listening on ws://{args.host}:{args.port}/ with {args.workers} worker processes "
+        f"(pids {', '.join(str(c.pid) for c in children)})",
+        flush=True,
+    )
     exit_code = 0
     while any(child.poll() is None for child in children):
         dead = [c for c in children if c.poll() is not None]
         if dead and not stopping:
-            print(f"worker pid {dead[0].pid} exited with code {dead[0].returncode}; stopping the others", file=sys.stderr, flush=True)
+            print(
+                f"worker pid {dead[0].pid} exited with code {dead[0].returncode}; stopping the others",
+                file=sys.stderr,
+                flush=True,
+            )
             exit_code = 1
             forward(signal.SIGTERM, None)
         time.sleep(0.2)
@@ -106,8 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True, help="TCP port every worker listens on")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="server processes (default: one per CPU)")
-    parser.add_argument("--leak-bytes", type=int, default=0, help="bytes kept forever per connection (default 0: clean)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 2, help="server processes (default: one per CPU)"
+    )
+    parser.add_argument(
+        "--leak-bytes", type=int, default=0, help="bytes kept forever per connection (default 0: clean)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     add_keepalive_arguments(parser)
     args = parser.parse_args(argv)

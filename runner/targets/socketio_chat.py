@@ -139,15 +139,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--leak-bytes", type=int, default=0,
-                   help="leaky variant: bytes of member profile kept forever per join (default 0: clean)")
+    p.add_argument(
+        "--leak-bytes",
+        type=int,
+        default=0,
+        help="leaky variant: bytes of member profile kept forever per join (default 0: clean)",
+    )
     p.add_argument("--ping-interval", type=float, default=25, help="Engine.IO ping interval in seconds (default 25)")
     p.add_argument("--ping-timeout", type=float, default=20, help="seconds to wait for the pong (default 20)")
     args = p.parse_args(argv)
     app = make_app(leak_bytes=args.leak_bytes, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout)
     print(f"listening on ws://{args.host}:{args.port}/socket.io/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, ws="websockets-sansio", ws_ping_interval=None,
-                log_level="warning", lifespan="off")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ws="websockets-sansio",
+        ws_ping_interval=None,
+        log_level="warning",
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":

@@ -49,14 +49,28 @@ def _frame(cls: str, method: str, line: int) -> dict:
 
 
 def _sample(obj: dict, frames: list[dict]) -> dict:
-    return {"type": "jdk.OldObjectSample", "values": {"object": obj, "stackTrace": {"frames": frames},
-                                                      "root": {"description": None, "system": "Class Loader Data"}}}
+    return {
+        "type": "jdk.OldObjectSample",
+        "values": {
+            "object": obj,
+            "stackTrace": {"frames": frames},
+            "root": {"description": None, "system": "Class Loader Data"},
+        },
+    }
 
 
 def _held(type_: str, field: str | None, holder: dict, index: int | None = None) -> dict:
-    return {"address": 1, "type": _type(type_), "description": None,
-            "referrer": {"array": {"size": 16, "index": index} if index is not None else None,
-                         "field": {"name": field} if field else None, "object": holder, "skip": 0}}
+    return {
+        "address": 1,
+        "type": _type(type_),
+        "description": None,
+        "referrer": {
+            "array": {"size": 16, "index": index} if index is not None else None,
+            "field": {"name": field} if field else None,
+            "object": holder,
+            "skip": 0,
+        },
+    }
 
 
 STATIC = {"address": 9, "type": _type("java/lang/Class"), "description": "Class Name: Server", "referrer": None}
@@ -65,21 +79,32 @@ TABLE = _held("[Ljava/util/concurrent/ConcurrentHashMap$Node;", "table", MAP)
 NODE = _held("java/util/concurrent/ConcurrentHashMap$Node", None, TABLE, index=3)
 STATE = _held("Server$ConnState", "val", NODE)
 BUFFER = _held("[B", "scratch", STATE)
-RECORDING = {"recording": {"events": [
-    _sample(BUFFER, [_frame("Server$ConnState", "<init>", 40), _frame("Server", "serve", 77)]),
-    _sample(STATE, [_frame("Server", "serve", 77), _frame("Server", "lambda$main$0", 61)]),
-    _sample({"address": 2, "type": _type("[B"), "description": None, "referrer": None},
-            [_frame("java/lang/String", "<init>", 300)]),
-]}}
+RECORDING = {
+    "recording": {
+        "events": [
+            _sample(BUFFER, [_frame("Server$ConnState", "<init>", 40), _frame("Server", "serve", 77)]),
+            _sample(STATE, [_frame("Server", "serve", 77), _frame("Server", "lambda$main$0", 61)]),
+            _sample(
+                {"address": 2, "type": _type("[B"), "description": None, "referrer": None},
+                [_frame("java/lang/String", "<init>", 300)],
+            ),
+        ]
+    }
+}
 
 
 def test_old_objects_keep_the_path_to_the_static_root() -> None:
     samples = parse_old_objects(RECORDING)
     assert [s.type for s in samples] == ["[B", "Server$ConnState", "[B"]
     buffer = samples[0]
-    assert buffer.path == ("[B", "Server$ConnState", "java.util.concurrent.ConcurrentHashMap$Node",
-                           "[Ljava.util.concurrent.ConcurrentHashMap$Node;", "java.util.concurrent.ConcurrentHashMap",
-                           "Server")
+    assert buffer.path == (
+        "[B",
+        "Server$ConnState",
+        "java.util.concurrent.ConcurrentHashMap$Node",
+        "[Ljava.util.concurrent.ConcurrentHashMap$Node;",
+        "java.util.concurrent.ConcurrentHashMap",
+        "Server",
+    )
     assert buffer.root == "static field Server.STATES"
     assert buffer.frames[0] == ("Server$ConnState", "<init>", 40)
     assert samples[2].root == "Class Loader Data"
@@ -110,13 +135,26 @@ def test_names() -> None:
 
 def test_jvm_sites_credit_the_owner_and_name_its_line_and_root() -> None:
     samples = parse_old_objects(RECORDING)
-    jfr = {"paths": [list(s.path) for s in samples],
-           "classes": [class_provenance("Server$ConnState", samples)]}
+    jfr = {"paths": [list(s.path) for s in samples], "classes": [class_provenance("Server$ConnState", samples)]}
     sites = [
-        {"location": "[B", "function": "", "bytes_per_connection": 1100.0, "ci_low": 1000.0, "ci_high": 1200.0,
-         "over_budget": True, "stack": []},
-        {"location": "Server$ConnState", "function": "", "bytes_per_connection": 40.0, "ci_low": 39.0,
-         "ci_high": 41.0, "over_budget": False, "stack": []},
+        {
+            "location": "[B",
+            "function": "",
+            "bytes_per_connection": 1100.0,
+            "ci_low": 1000.0,
+            "ci_high": 1200.0,
+            "over_budget": True,
+            "stack": [],
+        },
+        {
+            "location": "Server$ConnState",
+            "function": "",
+            "bytes_per_connection": 40.0,
+            "ci_low": 39.0,
+            "ci_high": 41.0,
+            "over_budget": False,
+            "stack": [],
+        },
     ]
     out = jvm_sites(sites, jfr, budget=64)
     state = out[0]

@@ -6,9 +6,9 @@ import pytest
 
 from runner.analysis.model import MetricResult, Verdict
 from runner.analysis.runtime import reduce_checkpoints, runtime_sites, runtime_summary, snapshot_growth
+from runner.analysis.sites import join_heap
 from runner.analysis.verdict import combine
 from runner.redact import redact_text
-from runner.analysis.sites import join_heap
 from runner.sampling.runtimes.tier import next_interval
 
 

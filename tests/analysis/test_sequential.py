@@ -97,8 +97,13 @@ def test_stop_on_pass_off_keeps_looking_and_stop_on_leak_off_never_stops_on_leak
 
 def test_the_stopping_reason_names_the_look_and_the_alpha():
     plan = plan_looks(max_duration=120, alpha=0.05)
-    decision = {"stop_reason": "leak", "alpha": plan.alphas[3], "look": 3, "decided_after_cycles": 12_345,
-                "plan": plan.to_dict()}
+    decision = {
+        "stop_reason": "leak",
+        "alpha": plan.alphas[3],
+        "look": 3,
+        "decided_after_cycles": 12_345,
+        "plan": plan.to_dict(),
+    }
     text = stopping_reason(decision, Verdict.LEAK)
     assert text is not None and "decided after 12,345 connections at look 4 of" in text and "alpha 0.0" in text
     at_max = dict(decision, stop_reason="max_duration", decided_after_cycles=None)
@@ -109,8 +114,14 @@ def test_the_stopping_reason_names_the_look_and_the_alpha():
 # --- recorded real series (bench/data/) -------------------------------------------------------
 
 CLEAN = [n for n in detect.CLEAN_BASES if (detect.DATA / f"{n}.jsonl").exists()]
-DECOYS = [c.name for c in detect.CASES if c.truth == "pass" and (detect.DATA / f"{c.name}.jsonl").exists()
-          and c.name not in ("frag",) and not c.name.startswith("clean-long")]
+DECOYS = [
+    c.name
+    for c in detect.CASES
+    if c.truth == "pass"
+    and (detect.DATA / f"{c.name}.jsonl").exists()
+    and c.name not in ("frag",)
+    and not c.name.startswith("clean-long")
+]
 
 
 @pytest.mark.skipif(not CLEAN, reason="no recorded clean series in bench/data/")

@@ -207,7 +207,13 @@ def test_long_run_is_thinned_and_still_right():
 # --- count tiers -------------------------------------------------------------------------------
 
 
-def counts(fds: Callable[[np.ndarray], np.ndarray], threads: Callable[[np.ndarray], np.ndarray], *, fds_after: float, threads_after: float) -> list[dict]:
+def counts(
+    fds: Callable[[np.ndarray], np.ndarray],
+    threads: Callable[[np.ndarray], np.ndarray],
+    *,
+    fds_after: float,
+    threads_after: float,
+) -> list[dict]:
     samples = run(flat, noise=10_000, cycles=10_000, extra={"fds": fds, "threads": threads})
     for s in samples:
         if s["phase"] == "baseline":
@@ -274,7 +280,14 @@ def test_no_steady_samples():
 
 
 def test_unbounded_interval_is_written_as_null():
-    result = MetricResult(name="rss", unit="bytes", verdict=Verdict.INCONCLUSIVE, reason="r", ci_low=float("-inf"), ci_high=float("inf"),
-                          details={"late": [1.0, float("nan")]})
+    result = MetricResult(
+        name="rss",
+        unit="bytes",
+        verdict=Verdict.INCONCLUSIVE,
+        reason="r",
+        ci_low=float("-inf"),
+        ci_high=float("inf"),
+        details={"late": [1.0, float("nan")]},
+    )
     data = result.to_dict()
     assert data["ci_low"] is None and data["ci_high"] is None and data["details"]["late"] == [1.0, None]

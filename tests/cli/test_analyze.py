@@ -53,7 +53,10 @@ def test_analyze_per_hour_budget(tmp_path):
     assert "per-hour budget" in summary(folder)["reasons"][0]
 
 
-@pytest.mark.parametrize("args, message", [(["--alpha", "0.7"], "--alpha: must be below 0.5"), (["--rss-budget", "lots"], "--rss-budget: expected a number")])
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--alpha", "0.7"], "--alpha: must be below 0.5"), (["--rss-budget", "lots"], "--rss-budget: expected a number")],
+)
 def test_analyze_bad_threshold_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     folder = make_run_folder(tmp_path / "run", run(linear(100), cycles=2_000))
     assert main(["analyze", str(folder), *args]) == 2
@@ -77,10 +80,19 @@ def test_recorded_clean_server_is_not_a_leak(name):
 @pytest.mark.parametrize("name", CLEAN)
 def test_whole_connection_leak_on_a_recorded_clean_server_is_found_within_5k_cycles(name):
     base = detect.load_samples(name)
-    window = detect.replay_samples(base, metric="rss", cycles=5_000, start_at_beginning=True, leak_bytes=8192, every=1,
-                                   rng=np.random.default_rng(0))
+    window = detect.replay_samples(
+        base,
+        metric="rss",
+        cycles=5_000,
+        start_at_beginning=True,
+        leak_bytes=8192,
+        every=1,
+        rng=np.random.default_rng(0),
+    )
     assert window is not None
-    added = window[-1]["rss"] - next(s["rss"] for s in base if s["closed"] == window[-1]["closed"] and s["phase"] == "steady")
+    added = window[-1]["rss"] - next(
+        s["rss"] for s in base if s["closed"] == window[-1]["closed"] and s["phase"] == "steady"
+    )
     origin = next(s["closed"] for s in base if s["phase"] == "steady")  # the window starts at the first steady sample
     assert added == pytest.approx(8192 * (window[-1]["closed"] - origin))
     result = analyse(window, AnalysisSettings()).metrics["rss"]

@@ -58,12 +58,16 @@ def leaky_metrics_server():
 def test_url_and_metrics_url_alone_find_a_leak_through_scrape_failures(tmp_path, leaky_metrics_server):
     """Nothing started or stopped; the page returns garbage, hangs, and goes away mid-run."""
     server = leaky_metrics_server
-    faulty = FaultyMetrics(f"http://127.0.0.1:{server.port}/metrics",
-                           {"garbage": range(12, 15), "slow": range(15, 18), "down": range(18, 19)}, slow_seconds=3.0)
+    faulty = FaultyMetrics(
+        f"http://127.0.0.1:{server.port}/metrics",
+        {"garbage": range(12, 15), "slow": range(15, 18), "down": range(18, 19)},
+        slow_seconds=3.0,
+    )
     out = tmp_path / "run"
     try:
-        result = soak("run", str(_profile(tmp_path)), "--url", server.url, "--metrics-url", faulty.url,
-                      "--out", str(out))
+        result = soak(
+            "run", str(_profile(tmp_path)), "--url", server.url, "--metrics-url", faulty.url, "--out", str(out)
+        )
     finally:
         faulty.stop()
     assert result.returncode == 1, result.stdout + result.stderr
@@ -92,8 +96,17 @@ def test_url_and_metrics_url_alone_find_a_leak_through_scrape_failures(tmp_path,
 @pytest.mark.slow
 def test_clean_started_target_sampled_only_through_its_metrics_page(tmp_path):
     out = tmp_path / "run"
-    result = soak("run", str(_profile(tmp_path)), "--target", "{python} -m runner.targets.metrics_echo --port {port}",
-                  "--metrics-url", "http://127.0.0.1:{port}/metrics", "--no-memray", "--out", str(out))
+    result = soak(
+        "run",
+        str(_profile(tmp_path)),
+        "--target",
+        "{python} -m runner.targets.metrics_echo --port {port}",
+        "--metrics-url",
+        "http://127.0.0.1:{port}/metrics",
+        "--no-memray",
+        "--out",
+        str(out),
+    )
     assert result.returncode in (0, 4), result.stdout + result.stderr
     summary, samples = _results(out)
     assert summary["verdict"] in ("pass", "inconclusive")
@@ -104,11 +117,15 @@ def test_clean_started_target_sampled_only_through_its_metrics_page(tmp_path):
 
 
 def _prometheus_profile(tmp_path: Path, prometheus: str, duration: str) -> Path:
-    return _profile(tmp_path, f"""
+    return _profile(
+        tmp_path,
+        f"""
 [sampling.prometheus]
 url = "{prometheus}"
 queries = {{ rss = 'process_resident_memory_bytes{{job="soak"}}', fds = 'sum(process_open_fds{{job="soak"}})' }}
-""", duration=duration)
+""",
+        duration=duration,
+    )
 
 
 def _prometheus_run(tmp_path: Path, leak_bytes: str) -> tuple[subprocess.CompletedProcess[str], dict, list[dict]]:
@@ -127,7 +144,8 @@ def _prometheus_run(tmp_path: Path, leak_bytes: str) -> tuple[subprocess.Complet
 
 needs_prometheus = pytest.mark.skipif(
     prometheus_binary() is None,
-    reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
+    reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)",
+)
 
 
 @needs_prometheus

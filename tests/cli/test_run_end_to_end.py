@@ -30,8 +30,18 @@ def _check_contract(summary: dict) -> None:
 def test_clean_target_does_not_leak(tmp_path):
     out = tmp_path / "clean"
     result = soak(
-        "run", "--target", "{python} -m runner.targets.echo --port {port}",
-        "--users", "40", "--spawn-rate", "40", "--duration", "25s", "--no-memray", "--out", str(out),
+        "run",
+        "--target",
+        "{python} -m runner.targets.echo --port {port}",
+        "--users",
+        "40",
+        "--spawn-rate",
+        "40",
+        "--duration",
+        "25s",
+        "--no-memray",
+        "--out",
+        str(out),
     )
     assert result.returncode in (0, 4), result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -46,14 +56,27 @@ def test_clean_target_does_not_leak(tmp_path):
     phases = [s["phase"] for s in samples]
     assert {"baseline", "steady", "cooldown"} <= set(phases)
     assert samples[-1]["open"] == 0
-    assert not psutil.pid_exists(summary["target"]["pid"]) or psutil.Process(summary["target"]["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(summary["target"]["pid"])
+        or psutil.Process(summary["target"]["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
 
 
 def test_leaky_target_is_a_leak_with_exit_code_1(tmp_path):
     out = tmp_path / "leaky"
     result = soak(
-        "run", "--target", "{python} -m runner.targets.leaky --port {port} --leak-bytes 4096",
-        "--users", "40", "--spawn-rate", "40", "--duration", "25s", "--no-memray", "--out", str(out),
+        "run",
+        "--target",
+        "{python} -m runner.targets.leaky --port {port} --leak-bytes 4096",
+        "--users",
+        "40",
+        "--spawn-rate",
+        "40",
+        "--duration",
+        "25s",
+        "--no-memray",
+        "--out",
+        str(out),
     )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -76,8 +76,11 @@ def test_leaky_java_server_is_leak_naming_the_class_its_line_and_bytes(tmp_path:
     assert 0.5 * TRUTH <= state["bytes_per_connection"] <= 1.5 * TRUTH, state
     if state.get("allocated_at"):  # JFR sampled the leak (likely, not certain, in a short run)
         lines = SOURCE.read_text().splitlines()
-        allocating = {f"Server.java:{i + 1}" for i, line in enumerate(lines) if "new ConnState(" in line
-                      or "new byte[1024]" in line}
+        allocating = {
+            f"Server.java:{i + 1}"
+            for i, line in enumerate(lines)
+            if "new ConnState(" in line or "new byte[1024]" in line
+        }
         assert state["allocated_at"] in allocating, state
         assert state["root"] == "static field Server.STATES", state
         assert not any(frame.split()[0].split(".")[0].isdigit() for frame in state["stack"]), state  # no lambda frames

@@ -30,8 +30,15 @@ FAULTY = ROOT / "runner" / "targets" / "faulty.py"
 FAST_PHASES = {"baseline": "1s", "drain": "3s", "cooldown": "1s"}
 
 
-def write_profile(path: Path, command: str, *, load: dict[str, Any] | None = None, target: dict[str, Any] | None = None,
-                  phases: dict[str, str] | None = None, interval: str = "0.25s") -> Path:
+def write_profile(
+    path: Path,
+    command: str,
+    *,
+    load: dict[str, Any] | None = None,
+    target: dict[str, Any] | None = None,
+    phases: dict[str, str] | None = None,
+    interval: str = "0.25s",
+) -> Path:
     """A TOML profile for a fault run (values are written with ``json.dumps``, valid TOML for these types)."""
     load = {"users": 10, "spawn_rate": 10, "duration": "5m", **(load or {})}
     target = {"command": command, "memray": False, **(target or {})}
@@ -76,7 +83,9 @@ class Soak:
             if log.exists() and text in log.read_text(encoding="utf-8", errors="replace"):
                 return
             if self.process.poll() is not None:
-                raise AssertionError(f"the runner ended (exit {self.process.returncode}) before the target said {text!r}")
+                raise AssertionError(
+                    f"the runner ended (exit {self.process.returncode}) before the target said {text!r}"
+                )
             time.sleep(0.1)
         raise AssertionError(f"the target did not say {text!r} within {timeout}s")
 
@@ -102,8 +111,14 @@ class Soak:
             self.process.wait(timeout=10)
 
 
-def start_soak(tmp_path: Path, fault_args: str = "", *, extra: list[str] | None = None, env: dict[str, str] | None = None,
-               **profile: Any) -> Soak:
+def start_soak(
+    tmp_path: Path,
+    fault_args: str = "",
+    *,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    **profile: Any,
+) -> Soak:
     """``soak run`` of the faulty target with ``fault_args``; the marker tags every process of this test."""
     marker = f"fault-{uuid.uuid4().hex[:12]}"
     command = f"{{python}} {FAULTY} --port {{port}} --say {marker} {fault_args}"

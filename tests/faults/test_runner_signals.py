@@ -37,7 +37,9 @@ def _listening(pid: int) -> list[psutil._common.addr]:
     return addresses
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)], ids=["SIGINT", "SIGTERM"]
+)
 def test_interrupt_finishes_the_report_and_leaves_nothing(soak_run, sig):
     soak = soak_run("", load={"users": 10, "spawn_rate": 10, "duration": "10m"})
     soak.wait_for_phase("steady")
@@ -65,7 +67,9 @@ def test_interrupt_finishes_the_report_and_leaves_nothing(soak_run, sig):
 @pytest.mark.slow
 def test_second_ctrl_c_stops_at_once_and_the_folder_is_still_readable(soak_run):
     # a target that ignores SIGTERM: the first Ctrl-C would wait its whole stop_timeout
-    soak = soak_run("--ignore-sigterm", load={"users": 10, "spawn_rate": 10, "duration": "10m"}, target={"stop_timeout": "10m"})
+    soak = soak_run(
+        "--ignore-sigterm", load={"users": 10, "spawn_rate": 10, "duration": "10m"}, target={"stop_timeout": "10m"}
+    )
     soak.wait_for_phase("steady")
     soak.process.send_signal(signal.SIGINT)
     soak.wait_for_line("fault: ignoring SIGTERM")  # the runner is now stopping the target
@@ -75,7 +79,13 @@ def test_second_ctrl_c_stops_at_once_and_the_folder_is_still_readable(soak_run):
     assert "stopping at once" in stderr
     assert_nothing_left(soak)
     assert soak.samples()
-    again = subprocess.run([sys.executable, "-m", "runner", "analyze", str(soak.out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "runner", "analyze", str(soak.out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert again.returncode in (1, 4), again.stderr
     assert (soak.out / "report.html").exists()
 
@@ -94,7 +104,13 @@ def test_sigkilled_runner_takes_its_target_along_and_leaves_an_analysable_folder
     # every process the runner saw in its tree, including helpers that left the session
     assert_nothing_left(soak)
     assert not (soak.out / "run.json").exists()
-    result = subprocess.run([sys.executable, "-m", "runner", "analyze", str(soak.out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "analyze", str(soak.out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode in (1, 4), result.stdout + result.stderr
     summary = soak.summary()

@@ -12,7 +12,12 @@ from runner import watchdog
 
 pytestmark = pytest.mark.faults
 
-SLEEPER = [sys.executable, "-S", "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"]
+SLEEPER = [
+    sys.executable,
+    "-S",
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+]
 
 
 def test_watchdog_kills_the_group_and_listed_escaped_processes(monkeypatch):
@@ -20,11 +25,7 @@ def test_watchdog_kills_the_group_and_listed_escaped_processes(monkeypatch):
     escaped = subprocess.Popen(SLEEPER, start_new_session=True)  # its own session: only the list reaches it
     bystander = subprocess.Popen(SLEEPER, start_new_session=True)  # listed with a wrong start time: a recycled pid
     try:
-        lines = (
-            f"{escaped.pid} {watchdog.start_time(escaped.pid)}\n"
-            f"{bystander.pid} 1\n"
-            "garbage line\n"
-        ).encode()
+        lines = (f"{escaped.pid} {watchdog.start_time(escaped.pid)}\n{bystander.pid} 1\ngarbage line\n").encode()
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lines)))
         assert watchdog.main(["watchdog", str(leader.pid)]) == 0
         assert leader.wait(timeout=10) == -9

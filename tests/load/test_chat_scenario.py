@@ -45,13 +45,19 @@ def test_the_header_really_reaches_the_server(chat_server):
     plan.run_cycle(user, url=chat_server.url)
     outcome = user.outcome()
     assert outcome["connect"] is None
-    assert "auth: no a JSON message with type = \"welcome\", header = \"user-{user_id}\" within 5s" in outcome["auth"]
+    assert 'auth: no a JSON message with type = "welcome", header = "user-{user_id}" within 5s' in outcome["auth"]
     assert "join" not in outcome and user.counters.errors == 1
 
 
 def test_unknown_placeholders_are_profile_errors():
-    with pytest.raises(ProfileError, match=r"unknown placeholder \{token\}.*available: \{i\}, \{n\}, \{random\}, \{user_id\}"):
-        build_plan(parse_profile({"target": {"command": "x --port {port}"}, "load": {"headers": {"Authorization": "Bearer {token}"}}}))
+    with pytest.raises(
+        ProfileError, match=r"unknown placeholder \{token\}.*available: \{i\}, \{n\}, \{random\}, \{user_id\}"
+    ):
+        build_plan(
+            parse_profile(
+                {"target": {"command": "x --port {port}"}, "load": {"headers": {"Authorization": "Bearer {token}"}}}
+            )
+        )
 
 
 def test_credentials_csv_fill_the_identity_and_stay_out_of_error_messages(chat_server, tmp_path):
@@ -60,11 +66,21 @@ def test_credentials_csv_fill_the_identity_and_stay_out_of_error_messages(chat_s
         {
             "target": {"command": "x --port {port}"},
             "load": {"credentials": str(tmp_path / "creds.csv"), "headers": {"X-Soak-User": "{username}"}},
-            "scenario": {"steps": [
-                {"name": "auth", "send_json": {"type": "auth", "user": "{username}", "token": "{token}"},
-                 "expect_json": {"type": "welcome", "header": "{username}"}},
-                {"name": "wrong", "send_json": {"type": "say", "room": "none"}, "expect": "{token}", "timeout": "300ms"},
-            ]},
+            "scenario": {
+                "steps": [
+                    {
+                        "name": "auth",
+                        "send_json": {"type": "auth", "user": "{username}", "token": "{token}"},
+                        "expect_json": {"type": "welcome", "header": "{username}"},
+                    },
+                    {
+                        "name": "wrong",
+                        "send_json": {"type": "say", "room": "none"},
+                        "expect": "{token}",
+                        "timeout": "300ms",
+                    },
+                ]
+            },
         }
     )
     plan = build_plan(profile)
@@ -86,7 +102,9 @@ def test_chat_profile_gives_per_step_statistics(tmp_path):
     for step in ("connect", *STEPS, "close"):
         assert by_name[step]["requests"] > 50, (step, by_name.get(step))
         assert by_name[step]["failures"] == 0, stats["errors"]
-    assert by_name["broadcast"]["requests"] >= 2 * by_name["leave"]["requests"] - 60  # repeat = 2 (minus cycles cut by the drain)
+    assert (
+        by_name["broadcast"]["requests"] >= 2 * by_name["leave"]["requests"] - 60
+    )  # repeat = 2 (minus cycles cut by the drain)
     summary = json.loads((out / "summary.json").read_text())
     assert set(STEPS) <= set(summary["load"]["latency_ms"])
     # (no verdict here: 8 s of churn is too short to judge; test_clean_chat_is_not_a_leak does, slowly)
@@ -97,7 +115,17 @@ def test_chat_profile_gives_per_step_statistics(tmp_path):
 
 def test_chat_leaky_profile_is_a_leak(tmp_path):
     out = tmp_path / "leaky"
-    result = soak("run", str(ROOT / "profiles" / "chat-leaky.toml"), *SHORT[:4], "--duration", "12s", "--no-memray", "--quiet", "--out", str(out))
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "chat-leaky.toml"),
+        *SHORT[:4],
+        "--duration",
+        "12s",
+        "--no-memray",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "leak"
@@ -112,7 +140,17 @@ def test_chat_leaky_with_memray_names_the_join_line(tmp_path):
     source = (ROOT / "runner" / "targets" / "chat.py").read_text().splitlines()
     line = next(i for i, text in enumerate(source, start=1) if "MemberProfile(user, room, bytearray(" in text)
     out = tmp_path / "leaky-memray"
-    result = soak("run", str(ROOT / "profiles" / "chat-leaky.toml"), "--duration", "30s", "--memray", "--quiet", "--out", str(out), timeout=400)
+    result = soak(
+        "run",
+        str(ROOT / "profiles" / "chat-leaky.toml"),
+        "--duration",
+        "30s",
+        "--memray",
+        "--quiet",
+        "--out",
+        str(out),
+        timeout=400,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics"]["heap"]["verdict"] == "leak"
@@ -130,4 +168,6 @@ def test_clean_chat_is_not_a_leak(tmp_path):
     assert result.returncode in (0, 4), result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["load"]["errors"] == 0
-    assert not any(site["location"].startswith("runner/targets/chat.py") and site.get("over_budget") for site in summary["sites"])
+    assert not any(
+        site["location"].startswith("runner/targets/chat.py") and site.get("over_budget") for site in summary["sites"]
+    )

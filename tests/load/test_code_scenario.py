@@ -46,7 +46,7 @@ class _Any:
 ANY = _Any()
 '''
 
-BUGGY = '''\
+BUGGY = """\
 def helper(ctx):
     return ctx.usr_id  # the bug: a typo
 
@@ -55,7 +55,7 @@ def scenario(conn, ctx):
     conn.send_json({"type": "auth", "user": "u", "token": "t"})
     conn.recv()
     conn.send(str(helper(ctx)))
-'''
+"""
 
 
 def _profile(tmp_path, body: str, **scenario) -> str:
@@ -96,7 +96,9 @@ def test_code_scenario_steps_against_a_real_server(tmp_path, open_chat_server):
 def test_a_failed_assertion_is_a_failed_step_not_a_bug(tmp_path, open_chat_server):
     from runner.profile import load_profile
 
-    body = GOOD.replace('assert conn.recv_json()["type"] == "welcome"', 'assert conn.recv_json()["type"] == "goodbye", "no goodbye"')
+    body = GOOD.replace(
+        'assert conn.recv_json()["type"] == "welcome"', 'assert conn.recv_json()["type"] == "goodbye", "no goodbye"'
+    )
     plan = build_plan(load_profile(_profile(tmp_path, body)))
     user = RecordingUser()
     plan.run_cycle(user, url=open_chat_server.url)
@@ -146,9 +148,18 @@ def test_a_scenario_file_that_cannot_load_is_exit_2_with_its_line(tmp_path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("def run(conn, ctx):\n    pass\n", "has no function 'scenario' (define def scenario(conn, ctx), or set scenario.function (functions in the file: run))"),
-        ("import json\nVALUE = json.loads('{')\n", "cannot be loaded: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1) at my_scenario.py:2 in <module>"),
-        ("import no_such_module_here\n", "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_here' at my_scenario.py:1 in <module>"),
+        (
+            "def run(conn, ctx):\n    pass\n",
+            "has no function 'scenario' (define def scenario(conn, ctx), or set scenario.function (functions in the file: run))",
+        ),
+        (
+            "import json\nVALUE = json.loads('{')\n",
+            "cannot be loaded: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1) at my_scenario.py:2 in <module>",
+        ),
+        (
+            "import no_such_module_here\n",
+            "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_here' at my_scenario.py:1 in <module>",
+        ),
     ],
 )
 def test_load_errors_name_the_users_line(tmp_path, body, message):
@@ -160,10 +171,11 @@ def test_load_errors_name_the_users_line(tmp_path, body, message):
 def test_parse_profile_keeps_function_name(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("def run(conn, ctx):\n    conn.send('x')\n")
-    profile = parse_profile({"target": {"command": "x --port {port}"}, "scenario": {"file": str(script), "function": "run"}})
+    profile = parse_profile(
+        {"target": {"command": "x --port {port}"}, "scenario": {"file": str(script), "function": "run"}}
+    )
     plan = build_plan(profile)
     assert plan is not None and plan.code is not None and plan.code.__name__ == "run" and plan.steps == ()
-
 
 
 def test_abort_ends_the_connection_without_a_closing_handshake(tmp_path):

@@ -46,8 +46,13 @@ def test_two_workers_counters_add_up(tmp_path):
     profile.write_text(PROFILE.replace("{master_port}", str(master_port)))
     out = tmp_path / "run"
     worker_log = open(tmp_path / "remote-worker.log", "wb")
-    remote = subprocess.Popen([sys.executable, "-m", "runner", "worker", "--master", f"127.0.0.1:{master_port}"],
-                              cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    remote = subprocess.Popen(
+        [sys.executable, "-m", "runner", "worker", "--master", f"127.0.0.1:{master_port}"],
+        cwd=ROOT,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
     try:
         result = soak("run", str(profile), "--out", str(out), "--quiet", timeout=240)
         assert remote.wait(timeout=60) == 0  # the master told it to quit
@@ -81,14 +86,18 @@ def test_two_workers_counters_add_up(tmp_path):
 
 def test_worker_counters_sum_and_keep_the_latest_report():
     counters = WorkerCounters()
-    counters.update("a", {"opened": 5, "closed": 3, "errors": 1, "lat": {"connect": [1.0, 2.0]}, "cpu_clock": 1.0, "cpu_seconds": 0.5})
+    counters.update(
+        "a",
+        {"opened": 5, "closed": 3, "errors": 1, "lat": {"connect": [1.0, 2.0]}, "cpu_clock": 1.0, "cpu_seconds": 0.5},
+    )
     counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "lat": {"connect": [3.0]}})
-    counters.update("a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}, "server_closes": 2,
-                          "endings": {"server_close 1001": 2}})
-    counters.update("b", {"opened": 7, "closed": 7, "errors": 0, "resets": 1,
-                          "endings": {"server_close 1001": 1, "reset EPIPE": 1}})
-    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1, "server_closes": 2,
-                                   "resets": 1}
+    counters.update(
+        "a", {"opened": 6, "closed": 6, "errors": 1, "lat": {}, "server_closes": 2, "endings": {"server_close 1001": 2}}
+    )
+    counters.update(
+        "b", {"opened": 7, "closed": 7, "errors": 0, "resets": 1, "endings": {"server_close 1001": 1, "reset EPIPE": 1}}
+    )
+    assert counters.snapshot() == {"opened": 13, "closed": 13, "open": 0, "errors": 1, "server_closes": 2, "resets": 1}
     assert counters.endings == {"server_close 1001": 3, "reset EPIPE": 1}
     assert counters.take_latencies() == {"connect": [1.0, 2.0, 3.0]}
     assert counters.take_latencies() == {}
@@ -132,13 +141,19 @@ def test_a_local_worker_ends_with_the_runner_that_started_it():
     import time
 
     parent = subprocess.Popen(
-        [sys.executable, "-c",
-         "import os, subprocess, sys, time\n"
-         "w = subprocess.Popen([sys.executable, '-m', 'runner', 'worker', '--master', '127.0.0.1:9',"
-         " '--parent-pid', str(os.getpid())])\n"
-         "print(w.pid, flush=True)\n"
-         "time.sleep(600)\n"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys, time\n"
+            "w = subprocess.Popen([sys.executable, '-m', 'runner', 'worker', '--master', '127.0.0.1:9',"
+            " '--parent-pid', str(os.getpid())])\n"
+            "print(w.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     worker_pid = int(parent.stdout.readline())
     try:
         parent.send_signal(signal.SIGKILL)
@@ -180,14 +195,24 @@ def test_user_ids_do_not_repeat_across_workers(tmp_path):
     profile = tmp_path / "ids.toml"
     profile.write_text(
         "[target]\nmemray = false\n"
-        "[load]\nusers = 6\nspawn_rate = 50\nduration = \"3s\"\nworkers = 2\nmessages = 1\nhold = \"0.2s\"\n"
-        "headers = { X-User-Id = \"{user_id}\" }\n"
-        "[phases]\nbaseline = \"0s\"\ndrain = \"10s\"\ncooldown = \"0s\"\n"
-        "[sampling]\ninterval = \"0.5s\"\nuss = false\n"
+        '[load]\nusers = 6\nspawn_rate = 50\nduration = "3s"\nworkers = 2\nmessages = 1\nhold = "0.2s"\n'
+        'headers = { X-User-Id = "{user_id}" }\n'
+        '[phases]\nbaseline = "0s"\ndrain = "10s"\ncooldown = "0s"\n'
+        '[sampling]\ninterval = "0.5s"\nuss = false\n'
     )
     with threaded_server(handler) as url:  # in this process, so the run samples this process (--pid)
-        result = soak("run", str(profile), "--url", url, "--pid", str(os.getpid()),
-                      "--out", str(tmp_path / "run"), "--quiet", timeout=240)
+        result = soak(
+            "run",
+            str(profile),
+            "--url",
+            url,
+            "--pid",
+            str(os.getpid()),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            timeout=240,
+        )
     assert result.returncode in (0, 4), result.stdout + result.stderr
     ids = {int(value) for value in seen}
     assert len(ids) == 6, sorted(ids)

@@ -57,7 +57,11 @@ def test_identity_is_templated_per_user_and_reaches_the_server(recording_server,
         plan.run_cycle(user, url=url)
     for user in users:  # identity only: the default echo loop runs, as steps
         assert user.outcome() == {"connect": None, "echo": None, "close": None}
-    assert [s["path"] for s in seen] == ["/socket?app=demo&user=alice&shard=1", "/socket?app=demo&user=bob&shard=0", "/socket?app=demo&user=alice&shard=1"]
+    assert [s["path"] for s in seen] == [
+        "/socket?app=demo&user=alice&shard=1",
+        "/socket?app=demo&user=bob&shard=0",
+        "/socket?app=demo&user=alice&shard=1",
+    ]
     first, second, third = (s["headers"] for s in seen)
     assert first["Authorization"] == "Bearer tok-alice-123" and second["Authorization"] == "Bearer tok-bob-456"
     assert first["Cookie"] == "session=sess-a" and [h["X-User-Id"] for h in (first, second, third)] == ["1", "2", "3"]

@@ -17,8 +17,13 @@ from tests.conftest import ROOT, free_port
 
 def _start(*args: str) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "runner.targets.multiproc", "--port", str(port), *args],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner.targets.multiproc", "--port", str(port), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = process.stdout.readline()  # printed once every worker has bound the port
     assert "listening on ws://127.0.0.1:" in line, process.stderr.read()
     return process, port
@@ -36,7 +41,9 @@ def test_workers_share_the_port_and_stop_together():
             client.send("ping")
             assert client.recv() == "ping"
             local_port = client.sock.getsockname()[1]
-            serving.update(c.pid for c in children for conn in c.net_connections() if conn.raddr and conn.raddr.port == local_port)
+            serving.update(
+                c.pid for c in children for conn in c.net_connections() if conn.raddr and conn.raddr.port == local_port
+            )
             client.close()
         assert len(serving) == 2
         process.send_signal(signal.SIGTERM)

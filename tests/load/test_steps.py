@@ -33,7 +33,11 @@ def test_templates_render_fields_modulo_and_leave_json_braces_alone():
     assert Template('{"raw": {user_id}}').render(fields) == '{"raw": 13}'
     first, second = Template("{random}").render(fields), Template("{random}").render(fields)
     assert len(first) == 16 and first != second
-    assert render_json({"id": "{user_id}", "name": "u{user_id}", "tags": ["{token}", 1]}, fields) == {"id": 13, "name": "u13", "tags": ["abc", 1]}
+    assert render_json({"id": "{user_id}", "name": "u{user_id}", "tags": ["{token}", 1]}, fields) == {
+        "id": 13,
+        "name": "u13",
+        "tags": ["abc", 1],
+    }
 
 
 def test_matchers():
@@ -61,7 +65,12 @@ def test_steps_compile_to_named_exchanges_repeat_wait_and_close():
     steps = compile_steps(
         validate_steps(
             [
-                {"name": "auth", "send_json": {"type": "auth"}, "expect_json": {"type": "welcome", "user": {"id": 1}}, "timeout": "2s"},
+                {
+                    "name": "auth",
+                    "send_json": {"type": "auth"},
+                    "expect_json": {"type": "welcome", "user": {"id": 1}},
+                    "timeout": "2s",
+                },
                 {"repeat": 3, "steps": [{"send": "x{i}", "expect": "x{i}"}]},
                 {"wait": "250ms"},
                 {"send": "bye"},
@@ -116,7 +125,9 @@ def test_identity_and_tls_keys_are_validated(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     with pytest.raises(ProfileError, match="exclude each other"):
-        parse_profile({"target": {**TARGET, "url": "wss://127.0.0.1:{port}/", "ca_bundle": str(ca), "insecure_tls": True}})
+        parse_profile(
+            {"target": {**TARGET, "url": "wss://127.0.0.1:{port}/", "ca_bundle": str(ca), "insecure_tls": True}}
+        )
     script = tmp_path / "s.py"
     script.write_text("def scenario(conn, ctx): pass\n")
     with pytest.raises(ProfileError, match="scenario.steps and scenario.file exclude each other"):

@@ -19,7 +19,13 @@ from runner.profile import parse_profile
 from tests.conftest import free_port, soak
 from tests.load.conftest import RecordingUser
 
-AUTH = [{"name": "auth", "send_json": {"type": "auth", "user": "u{user_id}", "token": "t"}, "expect_json": {"type": "welcome"}}]
+AUTH = [
+    {
+        "name": "auth",
+        "send_json": {"type": "auth", "user": "u{user_id}", "token": "t"},
+        "expect_json": {"type": "welcome"},
+    }
+]
 
 
 def tls_profile(url: str, **target):
@@ -89,7 +95,9 @@ def test_wss_soak_with_the_ca_option(tmp_path, certificates):
     assert not any("verification was OFF" in note for note in summary["notes"])
 
     insecure = tmp_path / "insecure.toml"
-    insecure.write_text(profile.read_text().replace(f'ca_bundle = "{certificates.ca}"', "insecure_tls = true").replace('"5s"', '"2s"'))
+    insecure.write_text(
+        profile.read_text().replace(f'ca_bundle = "{certificates.ca}"', "insecure_tls = true").replace('"5s"', '"2s"')
+    )
     out2 = tmp_path / "run2"
     result = soak("run", str(insecure), "--no-memray", "--quiet", "--out", str(out2))
     assert result.returncode != 3, result.stdout + result.stderr

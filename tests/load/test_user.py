@@ -77,13 +77,15 @@ def test_drop_fraction_ends_that_share_without_a_closing_handshake(tmp_path):
     profile = tmp_path / "drop.toml"
     profile.write_text(
         "[target]\nmemray = false\n"
-        "[load]\nusers = 2\nspawn_rate = 50\nduration = \"3s\"\nmessages = 1\ndrop_fraction = 0.25\n"
-        "[phases]\nbaseline = \"0s\"\ndrain = \"10s\"\ncooldown = \"0.5s\"\n"
-        "[sampling]\ninterval = \"0.5s\"\nuss = false\n"
+        '[load]\nusers = 2\nspawn_rate = 50\nduration = "3s"\nmessages = 1\ndrop_fraction = 0.25\n'
+        '[phases]\nbaseline = "0s"\ndrain = "10s"\ncooldown = "0.5s"\n'
+        '[sampling]\ninterval = "0.5s"\nuss = false\n'
     )
     out = tmp_path / "run"
     with threaded_server(handler) as url:  # in this process, so the run samples this process (--pid)
-        result = soak("run", str(profile), "--url", url, "--pid", str(os.getpid()), "--out", str(out), "--quiet", timeout=120)
+        result = soak(
+            "run", str(profile), "--url", url, "--pid", str(os.getpid()), "--out", str(out), "--quiet", timeout=120
+        )
     assert result.returncode in (0, 4), result.stdout + result.stderr
     stats = {entry["name"]: entry for entry in json.loads((out / "locust_stats.json").read_text())["requests"]}
     drops, closes = stats["drop"]["requests"], stats["close"]["requests"]

@@ -14,11 +14,21 @@ def _samples(n: int, *, heap: bool = True) -> list[dict]:
     for i in range(n):
         phase = "baseline" if i < n // 10 else "steady" if i < n * 9 // 10 else "cooldown"
         closed = max(0, i - n // 10) * 5 if phase != "baseline" else 0
-        out.append({
-            "t": i * 0.5, "phase": phase, "closed": closed, "opened": closed + 10, "open": 10 if phase == "steady" else 0,
-            "rss": 50e6 + 2000 * closed, "uss": 40e6 + 2000 * closed, "heap": (10e6 + 1900 * closed) if heap else None,
-            "fds": 12, "threads": 3, "lat": {"WS connect": [1.0, 2.0, 3.0 + i % 7]} if phase == "steady" else None,
-        })
+        out.append(
+            {
+                "t": i * 0.5,
+                "phase": phase,
+                "closed": closed,
+                "opened": closed + 10,
+                "open": 10 if phase == "steady" else 0,
+                "rss": 50e6 + 2000 * closed,
+                "uss": 40e6 + 2000 * closed,
+                "heap": (10e6 + 1900 * closed) if heap else None,
+                "fds": 12,
+                "threads": 3,
+                "lat": {"WS connect": [1.0, 2.0, 3.0 + i % 7]} if phase == "steady" else None,
+            }
+        )
     return out
 
 
@@ -48,9 +58,35 @@ def test_bucket_reduce_takes_the_worst_per_bucket():
 
 def test_every_chart_is_svg_with_ids_prefixed_by_its_name():
     samples = _samples(400)
-    phases = [{"name": "baseline", "start": 0, "end": 20}, {"name": "steady", "start": 20, "end": 180}, {"name": "cooldown", "start": 180, "end": None}]
-    metrics = {"rss": {"slope_per_connection": 2000.0, "ci_low": 1900.0, "ci_high": 2100.0, "window": [100, 1500], "verdict": "leak"}}
-    trend = [{"started_at": f"2026-11-{d:02d}", "verdict": "pass", "metrics": {"rss": {"slope_per_connection": 10.0 * d, "ci_low": 5.0, "ci_high": 30.0 * d, "budget_per_connection": 1024}}} for d in range(1, 5)]
+    phases = [
+        {"name": "baseline", "start": 0, "end": 20},
+        {"name": "steady", "start": 20, "end": 180},
+        {"name": "cooldown", "start": 180, "end": None},
+    ]
+    metrics = {
+        "rss": {
+            "slope_per_connection": 2000.0,
+            "ci_low": 1900.0,
+            "ci_high": 2100.0,
+            "window": [100, 1500],
+            "verdict": "leak",
+        }
+    }
+    trend = [
+        {
+            "started_at": f"2026-11-{d:02d}",
+            "verdict": "pass",
+            "metrics": {
+                "rss": {
+                    "slope_per_connection": 10.0 * d,
+                    "ci_low": 5.0,
+                    "ci_high": 30.0 * d,
+                    "budget_per_connection": 1024,
+                }
+            },
+        }
+        for d in range(1, 5)
+    ]
     result = charts.all_charts(samples, phases, metrics, trend)
     assert set(result) == {"memory", "slope", "connections", "latency", "resources", "trend"}
     for name, svg in result.items():
@@ -68,7 +104,9 @@ def test_missing_data_gives_no_chart():
     assert charts.memory_chart([], []) is None
     assert charts.latency_chart(_samples(50, heap=False)[:5], []) is None  # baseline only: no latency
     assert charts.trend_chart([{"metrics": {}}]) is None  # one run is no trend
-    no_memory = [{"t": i, "phase": "steady", "closed": i, "open": 1, "rss": None, "uss": None, "heap": None} for i in range(10)]
+    no_memory = [
+        {"t": i, "phase": "steady", "closed": i, "open": 1, "rss": None, "uss": None, "heap": None} for i in range(10)
+    ]
     assert charts.memory_chart(no_memory, []) is None and charts.slope_chart(no_memory, {}) is None
     assert charts.resources_chart(no_memory, []) is None
 

@@ -15,12 +15,19 @@ from runner.summary import SCHEMA_VERSION, build_summary
 from tests.analysis.test_verdict import linear, run
 from tests.report.test_charts import _samples
 
-PHASES = [{"name": "baseline", "start": 0.0, "end": 10.0}, {"name": "steady", "start": 10.0, "end": 90.0},
-          {"name": "cooldown", "start": 90.0, "end": 100.0}]
-DECISION = {"stop_reason": "leak", "alpha": 0.001, "look": 5, "decided_after_cycles": 400,
-            "plan": {"times": [10, 15, 20, 25, 31, 39, 80], "alphas": [0.004] * 6 + [0.025], "alpha": 0.05},
-            "looks": [{"look": 5, "t": 39.0, "cycles": 400, "verdict": "leak", "decided": True,
-                       "tiers": {"rss": "leak"}}]}
+PHASES = [
+    {"name": "baseline", "start": 0.0, "end": 10.0},
+    {"name": "steady", "start": 10.0, "end": 90.0},
+    {"name": "cooldown", "start": 90.0, "end": 100.0},
+]
+DECISION = {
+    "stop_reason": "leak",
+    "alpha": 0.001,
+    "look": 5,
+    "decided_after_cycles": 400,
+    "plan": {"times": [10, 15, 20, 25, 31, 39, 80], "alphas": [0.004] * 6 + [0.025], "alpha": 0.05},
+    "looks": [{"look": 5, "t": 39.0, "cycles": 400, "verdict": "leak", "decided": True, "tiers": {"rss": "leak"}}],
+}
 
 
 def _record(run: dict) -> RunRecord:
@@ -45,8 +52,10 @@ def test_summary_says_why_the_steady_phase_stopped():
     assert SCHEMA_VERSION == 3 and summary["schema_version"] == 3
     assert summary["stop_reason"] == "leak" and summary["decided_after_cycles"] == 400
     assert summary["decision"]["plan"]["alpha"] == 0.05
-    fixed = build_summary(_record({"phases": PHASES, "decision": {"stop_reason": "duration"}}),
-                          analyse(record.samples, record.profile.analysis))
+    fixed = build_summary(
+        _record({"phases": PHASES, "decision": {"stop_reason": "duration"}}),
+        analyse(record.samples, record.profile.analysis),
+    )
     assert fixed["stop_reason"] == "duration" and fixed["decided_after_cycles"] is None and fixed["decision"] is None
     analysis = analyse(record.samples, record.profile.analysis)
     older = build_summary(_record({"phases": PHASES, "interrupted": True}), analysis)

@@ -12,7 +12,13 @@ from runner.finish import finish_run
 from runner.report import render_report
 from runner.results import RunRecord
 
-SITE = {"location": "myapp/sessions.py:40", "function": "make_session", "bytes_per_connection": 2040.0, "live_bytes_end": 3_000_000, "share": 0.97}
+SITE = {
+    "location": "myapp/sessions.py:40",
+    "function": "make_session",
+    "bytes_per_connection": 2040.0,
+    "live_bytes_end": 3_000_000,
+    "share": 0.97,
+}
 LOG = [
     "listening on ws://127.0.0.1:40000/",
     "<script>alert('pwned')</script>",
@@ -25,7 +31,9 @@ LOG = [
 def leaky_folder(tmp_path_factory):
     """A synthetic leaking run, finished once (analysis, summary, junit, report, history) for the module."""
     tmp = tmp_path_factory.mktemp("html")
-    folder = synthetic_run(tmp / "run", samples=1200, leak_bytes=2048, log_lines=LOG, sites=[SITE], profile_name="release")
+    folder = synthetic_run(
+        tmp / "run", samples=1200, leak_bytes=2048, log_lines=LOG, sites=[SITE], profile_name="release"
+    )
     summary = finish_run(folder, history=tmp / "h.sqlite")
     assert summary["verdict"] == "leak"
     return folder
@@ -33,11 +41,13 @@ def leaky_folder(tmp_path_factory):
 
 def test_report_of_a_leak_says_what_how_fast_and_where(leaky_folder):
     html = (leaky_folder / "report.html").read_text()
-    banner = html[html.index('<header class="banner leak"'):html.index("</header>")]
+    banner = html[html.index('<header class="banner leak"') : html.index("</header>")]
     assert "LEAK" in banner and "per connection" in banner  # how fast, in the first sentence
     assert "myapp/sessions.py:40" in banner and "make_session" in banner  # where
     top = html[: html.index('id="charts"')]
-    assert re.search(r"class=\"card leak\">\s*<div class=\"label\">\w+ per connection</div>\s*<div class=\"value\">2\.0 KB", top)
+    assert re.search(
+        r"class=\"card leak\">\s*<div class=\"label\">\w+ per connection</div>\s*<div class=\"value\">2\.0 KB", top
+    )
     for section in ("memory-", "slope-", "connections-", "latency-", "resources-"):
         assert f'id="{section}' in html  # every chart is inline SVG
     assert "WS connect" in html and "Resolved profile" in html and "fd limit" in html
@@ -61,16 +71,32 @@ def test_the_page_references_nothing_outside_itself(leaky_folder):
 
 def test_flamegraph_link_when_memray_made_one(leaky_folder):
     record = RunRecord.load(leaky_folder)
-    summary = {"verdict": "leak", "reasons": ["heap grew"], "profile": "p", "metrics": {}, "load": {}, "sites": [SITE],
-               "target": {"pid": 1}, "phases": [], "memray": {"flamegraph": "memray/flamegraph.html"}}
+    summary = {
+        "verdict": "leak",
+        "reasons": ["heap grew"],
+        "profile": "p",
+        "metrics": {},
+        "load": {},
+        "sites": [SITE],
+        "target": {"pid": 1},
+        "phases": [],
+        "memray": {"flamegraph": "memray/flamegraph.html"},
+    }
     html = render_report(_without_samples(record), summary)
     assert '<a href="memray/flamegraph.html">' in html
 
 
 def test_a_run_without_samples_still_renders(tmp_path):
     folder = synthetic_run(tmp_path / "empty", samples=0, log_lines=[])
-    (folder / "run.json").write_text(json.dumps({"error": {"kind": "target_error", "message": "the target did not start: exit code 1"},
-                                                 "target": {"pid": 1, "exit_code": 1, "crashed": False}, "phases": []}))
+    (folder / "run.json").write_text(
+        json.dumps(
+            {
+                "error": {"kind": "target_error", "message": "the target did not start: exit code 1"},
+                "target": {"pid": 1, "exit_code": 1, "crashed": False},
+                "phases": [],
+            }
+        )
+    )
     summary = finish_run(folder, history=tmp_path / "h.sqlite")
     html = (folder / "report.html").read_text()
     assert summary["verdict"] == "error" and "ERROR" in html and "did not start" in html
@@ -100,7 +126,15 @@ def test_soak_report_and_analyze_rewrite_from_the_folder(leaky_folder, tmp_path,
 
 def test_no_sites_says_why(leaky_folder):
     record = _without_samples(RunRecord.load(leaky_folder))
-    base = {"reasons": ["rss grew"], "profile": "p", "metrics": {}, "load": {}, "sites": [], "target": {"pid": 1}, "phases": []}
+    base = {
+        "reasons": ["rss grew"],
+        "profile": "p",
+        "metrics": {},
+        "load": {},
+        "sites": [],
+        "target": {"pid": 1},
+        "phases": [],
+    }
     tracked = render_report(record, {**base, "verdict": "leak", "memray": {"enabled": True, "status": "complete"}})
     assert "no Python allocation site grew per connection" in tracked and "outside the Python heap" in tracked
     untracked = render_report(record, {**base, "verdict": "leak"})

@@ -9,12 +9,20 @@ from runner.report.junit import render_junit
 
 def _summary(**over) -> dict:
     summary = {
-        "verdict": "leak", "profile": "nightly", "started_at": "2026-11-28T12:00:00+00:00",
+        "verdict": "leak",
+        "profile": "nightly",
+        "started_at": "2026-11-28T12:00:00+00:00",
         "reasons": ["rss grew 2.0 KB per connection (95% CI 1.9 KB to 2.1 KB); budget 1.0 KB"],
-        "notes": [], "load": {"connections_closed": 5000, "peak_concurrent": 200, "errors": 0},
+        "notes": [],
+        "load": {"connections_closed": 5000, "peak_concurrent": 200, "errors": 0},
         "phases": [{"name": "baseline", "start": 0.0, "end": 5.0}, {"name": "steady", "start": 5.0, "end": 65.5}],
         "metrics": {
-            "rss": {"verdict": "leak", "unit": "bytes", "reason": "rss grew 2.0 KB per connection", "slope_per_connection": 2048.0},
+            "rss": {
+                "verdict": "leak",
+                "unit": "bytes",
+                "reason": "rss grew 2.0 KB per connection",
+                "slope_per_connection": 2048.0,
+            },
             "heap": {"verdict": "inconclusive", "unit": "bytes", "reason": "heap cannot be told from its budget yet"},
             "fds": {"verdict": "pass", "unit": "count", "reason": "fds stayed flat"},
         },
@@ -39,18 +47,35 @@ def test_a_leak_is_a_failed_test_case_with_the_reason_as_message():
 
 
 def test_a_run_error_is_an_error_case():
-    root = ET.fromstring(render_junit(_summary(verdict="error", metrics={}, reasons=["the target died during the steady phase (killed by SIGKILL)"])))
+    root = ET.fromstring(
+        render_junit(
+            _summary(
+                verdict="error", metrics={}, reasons=["the target died during the steady phase (killed by SIGKILL)"]
+            )
+        )
+    )
     error = root.find("testsuite/testcase[@name='run completed']/error")
     assert error is not None and "SIGKILL" in error.get("message")
     assert root.get("errors") == "1" and root.get("failures") == "0"
 
 
 def test_regression_fails_only_when_the_profile_says_so():
-    regression = {"metric": "rss", "message": "rss per connection rose to 300 B (CI 280 B to 320 B) from 40 B in the previous 5 passing runs"}
-    warn = ET.fromstring(render_junit(_summary(verdict="pass", metrics={}, trend={"regressions": [regression], "fail_on_regression": False})))
+    regression = {
+        "metric": "rss",
+        "message": "rss per connection rose to 300 B (CI 280 B to 320 B) from 40 B in the previous 5 passing runs",
+    }
+    warn = ET.fromstring(
+        render_junit(
+            _summary(verdict="pass", metrics={}, trend={"regressions": [regression], "fail_on_regression": False})
+        )
+    )
     case = warn.find("testsuite/testcase[@name='rss trend']")
     assert case.find("failure") is None and "rose to 300 B" in case.find("system-err").text
-    fail = ET.fromstring(render_junit(_summary(verdict="leak", metrics={}, trend={"regressions": [regression], "fail_on_regression": True})))
+    fail = ET.fromstring(
+        render_junit(
+            _summary(verdict="leak", metrics={}, trend={"regressions": [regression], "fail_on_regression": True})
+        )
+    )
     assert fail.find("testsuite/testcase[@name='rss trend']/failure").get("type") == "regression"
 
 

@@ -48,7 +48,7 @@ def test_real_leaky_run_report_junit_and_history(tmp_path):
     assert any(name.startswith(("rss", "uss")) for name in failed)
 
     html = (out / "report.html").read_text()
-    banner = html[html.index('<header class="banner leak"'):html.index("</header>")]
+    banner = html[html.index('<header class="banner leak"') : html.index("</header>")]
     assert "per connection" in banner
     assert "listening on ws://127.0.0.1:" in html  # the target's log, at the end
     assert all(f'id="{chart}-' in html for chart in ("memory", "slope", "connections", "latency", "resources"))

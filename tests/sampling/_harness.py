@@ -80,7 +80,9 @@ class TrackedTarget:
         closed = 0
 
         def sample(phase: str) -> None:
-            samples.append({"t": len(samples), "wall": time.time(), "phase": phase, "closed": closed, "opened": closed, "open": 0})
+            samples.append(
+                {"t": len(samples), "wall": time.time(), "phase": phase, "closed": closed, "opened": closed, "open": 0}
+            )
 
         deadline = time.monotonic() + idle
         while time.monotonic() < deadline:

@@ -23,8 +23,9 @@ class FaultyMetrics:
     (answers after ``slow_seconds``) and ``down`` (the listener closes for ``down_seconds``,
     so connections are refused, then it comes back on the same port)."""
 
-    def __init__(self, upstream: str, schedule: dict[str, range], *, slow_seconds: float = 3.0,
-                 down_seconds: float = 2.5) -> None:
+    def __init__(
+        self, upstream: str, schedule: dict[str, range], *, slow_seconds: float = 3.0, down_seconds: float = 2.5
+    ) -> None:
         self.upstream = upstream
         self.schedule = schedule
         self.slow_seconds = slow_seconds
@@ -117,9 +118,15 @@ def prometheus_server(targets: list[str], *, scrape_interval: str = "1s", job: s
     )
     log = open(folder / "prometheus.log", "wb")
     process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

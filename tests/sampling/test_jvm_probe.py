@@ -46,7 +46,9 @@ class Jvm:
         self.port = free_port()
         self.process = subprocess.Popen(
             ["java", *jvm_options, "-cp", str(classes), "Server", "--port", str(self.port), *args],
-            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_for_port(self.port, timeout=120)
@@ -251,11 +253,15 @@ def test_a_jvm_the_run_did_not_start_has_its_recording_stopped_by_the_watchdog_i
 
 def test_soak_run_by_pid_of_a_jvm_leaves_no_recording(leaky: Jvm, tmp_path: Path) -> None:
     profile = tmp_path / "short.toml"
-    profile.write_text('name = "jvm-pid"\n[load]\nusers = 5\nspawn_rate = 10\nduration = "6s"\n'
-                       '[phases]\nbaseline = "1s"\ndrain = "3s"\ncooldown = "1s"\n', encoding="utf-8")
+    profile.write_text(
+        'name = "jvm-pid"\n[load]\nusers = 5\nspawn_rate = 10\nduration = "6s"\n'
+        '[phases]\nbaseline = "1s"\ndrain = "3s"\ncooldown = "1s"\n',
+        encoding="utf-8",
+    )
     out = tmp_path / "run"
-    result = soak("run", str(profile), "--pid", str(leaky.pid), "--url", leaky.url, "--out", str(out), "--quiet",
-                  timeout=300)
+    result = soak(
+        "run", str(profile), "--pid", str(leaky.pid), "--url", leaky.url, "--out", str(out), "--quiet", timeout=300
+    )
     assert result.returncode in (0, 1, 4), result.stdout + result.stderr  # a short run may be inconclusive
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runtime"]["checkpoints"] >= 2, summary["runtime"]

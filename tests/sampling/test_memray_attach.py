@@ -30,7 +30,9 @@ from runner.sampling.memray_attach import (
 from runner.sampling.memray_capture import MemrayFiles, read_checkpoints
 from tests.conftest import ROOT, Server, soak, stop_process
 
-needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed (apt-get install gdb): memray cannot attach without it")
+needs_gdb = pytest.mark.skipif(
+    shutil.which("gdb") is None, reason="gdb is not installed (apt-get install gdb): memray cannot attach without it"
+)
 
 SHORT = """
 name = "attach-{name}"
@@ -69,7 +71,10 @@ def test_soak_attached_by_pid_tracks_the_heap_and_names_the_leaking_line(tmp_pat
         assert 1024 <= summary["sites"][0]["bytes_per_connection"] <= 3072
         assert summary["metrics"]["heap"]["slope_per_connection"] > 512, summary["metrics"]["heap"]
         assert not any("memray skipped" in note for note in summary["notes"]), summary["notes"]
-        assert f"memray attached to pid {server.process.pid} while it ran: allocations made before the attach are not seen" in summary["notes"]
+        assert (
+            f"memray attached to pid {server.process.pid} while it ran: allocations made before the attach are not seen"
+            in summary["notes"]
+        )
         meta = json.loads((out / "meta.json").read_text())
         assert meta["target"]["memray"] is True and meta["target"]["attached"] is True
         assert meta["target"]["pid"] == server.process.pid
@@ -113,11 +118,17 @@ def test_without_gdb_on_path_the_run_completes_on_psutil_with_a_note(tmp_path):
                     reason="needs root and setpriv to make a real ptrace refusal (attach as nobody to root's server)")  # fmt: skip
 def test_ptrace_refused_by_another_user_gives_the_ptrace_note():
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
-    readable = subprocess.run([*as_nobody, "-c", "import runner.sampling.memray_attach"], capture_output=True,
-                              cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")})
+    readable = subprocess.run(
+        [*as_nobody, "-c", "import runner.sampling.memray_attach"],
+        capture_output=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")},
+    )
     if readable.returncode != 0:
-        pytest.skip("user nobody cannot read this checkout or its .venv (a private folder), "
-                    "so no process of another user can run the attach from it")
+        pytest.skip(
+            "user nobody cannot read this checkout or its .venv (a private folder), "
+            "so no process of another user can run the attach from it"
+        )
     server = Server("runner.targets.echo")
     folder = Path(tempfile.mkdtemp(prefix="soak-attach-nobody-"))
     try:
@@ -132,7 +143,9 @@ def test_ptrace_refused_by_another_user_gives_the_ptrace_note():
             print(result.tracked, result.note)
             """
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")}  # nobody cannot write root's data file
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")
+        }  # nobody cannot write root's data file
         env["HOME"] = str(folder)
         done = subprocess.run([*as_nobody, "-c", code],
                               capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)  # fmt: skip
@@ -181,7 +194,9 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
     )
     payloads = {"first": attach_payload(launcher, options[0]), "second": attach_payload(launcher, options[1]),
                 "third": attach_payload(launcher, options[2]), "detach": detach_payload()}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(payloads), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(payloads), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert answers[:3] == ["", "", ""], answers
@@ -191,34 +206,65 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
     ends = [read_checkpoints(MemrayFiles(folder).checkpoints)["events"] for folder in folders]
     assert [e["end"]["reason"] for e in ends] == ["replaced", "detach", "exit"]
     assert all(e["start"]["pid"] == ends[0]["start"]["pid"] for e in ends)
-    with memray.FileReader(str(MemrayFiles(folders[0]).capture)) as reader:  # finalised (an unfinalised one ends at its start)
+    with memray.FileReader(
+        str(MemrayFiles(folders[0]).capture)
+    ) as reader:  # finalised (an unfinalised one ends at its start)
         assert reader.metadata.end_time > reader.metadata.start_time
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("Cannot find a supported lldb or gdb executable and sys.remote_exec is not available.", "needs gdb: apt-get install gdb, or --no-memray"),
+        (
+            "Cannot find a supported lldb or gdb executable and sys.remote_exec is not available.",
+            "needs gdb: apt-get install gdb, or --no-memray",
+        ),
         ("Cannot find a supported gdb executable.", "needs gdb: apt-get install gdb, or --no-memray"),
-        ("Failed to attach a debugger to the process.\nYou most likely do not have permission to trace the process.",
-         "ptrace refused (Operation not permitted): set /proc/sys/kernel/yama/ptrace_scope to 0, give soak CAP_SYS_PTRACE, or run soak as the server's user or root"),
+        (
+            "Failed to attach a debugger to the process.\nYou most likely do not have permission to trace the process.",
+            "ptrace refused (Operation not permitted): set /proc/sys/kernel/yama/ptrace_scope to 0, give soak CAP_SYS_PTRACE, or run soak as the server's user or root",
+        ),
         ("ptrace: Operation not permitted.", "ptrace refused (Operation not permitted)"),
-        ("Failed to attach a debugger to the process.\nThe given process ID is owned by a different user.", "ptrace refused (the process belongs to another user)"),
+        (
+            "Failed to attach a debugger to the process.\nThe given process ID is owned by a different user.",
+            "ptrace refused (the process belongs to another user)",
+        ),
         ("Failed to attach a debugger to the process.\nThe given process ID does not exist.", "the process exited"),
-        ("The process does not seem to be running Python 3.7 or newer.", "not running a Python interpreter memray can attach to"),
-        ("ModuleNotFoundError(\"No module named 'memray'\")", "memray is not importable in the server's Python environment: pip install memray there"),
-        ("ImportError('cannot import name Tracker from memray')", "memray is not importable in the server's Python environment"),
+        (
+            "The process does not seem to be running Python 3.7 or newer.",
+            "not running a Python interpreter memray can attach to",
+        ),
+        (
+            "ModuleNotFoundError(\"No module named 'memray'\")",
+            "memray is not importable in the server's Python environment: pip install memray there",
+        ),
+        (
+            "ImportError('cannot import name Tracker from memray')",
+            "memray is not importable in the server's Python environment",
+        ),
         ("Timed out waiting for connection from pid 42", "did not run the attach code in time"),
         ("timed out after 30s waiting for the payload's answer", "did not run the attach code in time"),
-        ("RuntimeError('No more than one Tracker instance can be active at the same time')", "another memray tracker is already active in it (stop it with `memray detach 42`)"),
-        ("RuntimeError(\"PermissionError: [Errno 13] Permission denied: '/srv/run/memray/checkpoints.jsonl'\")",
-         "the server process was refused access to /srv/run/memray/checkpoints.jsonl: run soak as the server's user"),
-        ("RuntimeError(\"PermissionError: [Errno 1] Operation not permitted: '/srv/run/memray/capture.bin'\")",
-         "the server process was refused access to /srv/run/memray/capture.bin"),
+        (
+            "RuntimeError('No more than one Tracker instance can be active at the same time')",
+            "another memray tracker is already active in it (stop it with `memray detach 42`)",
+        ),
+        (
+            "RuntimeError(\"PermissionError: [Errno 13] Permission denied: '/srv/run/memray/checkpoints.jsonl'\")",
+            "the server process was refused access to /srv/run/memray/checkpoints.jsonl: run soak as the server's user",
+        ),
+        (
+            "RuntimeError(\"PermissionError: [Errno 1] Operation not permitted: '/srv/run/memray/capture.bin'\")",
+            "the server process was refused access to /srv/run/memray/capture.bin",
+        ),
         ("PermissionError(13, 'Permission denied')", "the server process was refused access to a file"),
-        ("The target process couldn't open the memray shared library.\nThis can occur ...", "cannot load memray's injector library"),
-        ("RuntimeError(\"FileNotFoundError: [Errno 2] No such file or directory: '/work/runner/sampling/memray_launch.py'\")",
-         "the server cannot see /work/runner/sampling/memray_launch.py (does it run in another container or mount namespace?)"),
+        (
+            "The target process couldn't open the memray shared library.\nThis can occur ...",
+            "cannot load memray's injector library",
+        ),
+        (
+            "RuntimeError(\"FileNotFoundError: [Errno 2] No such file or directory: '/work/runner/sampling/memray_launch.py'\")",
+            "the server cannot see /work/runner/sampling/memray_launch.py (does it run in another container or mount namespace?)",
+        ),
         ("ValueError('something new')", "ValueError('something new')"),
         ("", "no error text"),
     ],
@@ -242,7 +288,9 @@ def test_non_python_processes_are_refused_before_any_debugger(tmp_path):
     try:
         problem = python_process_problem(sleeper.pid)
         assert problem == f"memray skipped: pid {sleeper.pid} (sleep) is not a Python process (psutil metrics only)"
-        result = attach(sleeper.pid, MemrayFiles(tmp_path), checkpoint_interval=1.0, memory_interval_ms=50, max_bytes=None)
+        result = attach(
+            sleeper.pid, MemrayFiles(tmp_path), checkpoint_interval=1.0, memory_interval_ms=50, max_bytes=None
+        )
         assert result == AttachResult(False, problem)
         assert not (tmp_path / "memray").exists()
     finally:
@@ -262,7 +310,10 @@ def test_python_processes_pass_and_children_are_noted():
             time.sleep(0.05)
         assert python_process_problem(parent.pid) is None
         note = children_note(parent.pid)
-        assert note == f"memray tracks pid {parent.pid} only; its 1 child process(es) are measured by psutil only (attach to a worker's pid to track it)"
+        assert (
+            note
+            == f"memray tracks pid {parent.pid} only; its 1 child process(es) are measured by psutil only (attach to a worker's pid to track it)"
+        )
     finally:
         for child in psutil.Process(parent.pid).children(recursive=True):
             child.kill()
@@ -286,7 +337,9 @@ def test_a_server_without_memray_in_its_environment_gets_the_install_note(tmp_pa
     busy = "for _ in range(2400):\n    time.sleep(0.05)\n    scratch = [bytearray(64) for _ in range(10)]"  # allocates: gdb gets in
     process, _ = _python_without_memray(tmp_path, busy)
     try:
-        result = attach(process.pid, MemrayFiles(tmp_path / "run"), checkpoint_interval=1.0, memory_interval_ms=50, max_bytes=None)
+        result = attach(
+            process.pid, MemrayFiles(tmp_path / "run"), checkpoint_interval=1.0, memory_interval_ms=50, max_bytes=None
+        )
         assert result.tracked is False
         assert result.note == (
             f"memray skipped: cannot attach to pid {process.pid}: memray is not importable in the server's Python environment: "

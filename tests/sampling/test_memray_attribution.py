@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from runner.sampling.memray_capture import ensure_reduced, read_checkpoints
 from runner.analysis.sites import join_heap, leak_sites
+from runner.sampling.memray_capture import ensure_reduced, read_checkpoints
 from tests.sampling._harness import TrackedTarget
 
 LEAK_BYTES = 2048

@@ -44,7 +44,7 @@ def test_soak_names_the_leaking_line_and_links_memrays_flamegraph(tmp_path):
     flamegraph = out / memray["flamegraph"]
     assert flamegraph.is_file() and flamegraph.stat().st_size > 10_000
     html = flamegraph.read_text(encoding="utf-8", errors="replace")
-    assert "<script src=\"http" not in html  # --no-web: assets inlined, nothing fetched
+    assert '<script src="http' not in html  # --no-web: assets inlined, nothing fetched
     assert memray["flamegraph"] in (out / "report.html").read_text(encoding="utf-8")
 
     # `soak analyze` works from the folder alone and reuses the reduced capture

@@ -8,11 +8,11 @@ import sysconfig
 
 import pytest
 
+from runner.analysis.sites import join_heap, leak_sites, memray_summary
 from runner.profile import parse_profile
 from runner.sampling.memray_capture import MemrayFiles, ensure_reduced, read_checkpoints, user_frame
 from runner.sampling.memray_launch import UnsupportedCommand, launcher_argv, split_python_args
 from runner.sampling.memray_run import plan_memray, request_freeze
-from runner.analysis.sites import join_heap, leak_sites, memray_summary
 
 
 @pytest.mark.parametrize(
@@ -36,8 +36,15 @@ def test_unsupported_python_arguments_are_refused(args):
 
 def test_launcher_command_keeps_the_target_arguments_after_a_separator(tmp_path):
     argv = launcher_argv(
-        "/usr/bin/python3", ["-m", "app", "--port", "9"], capture="c.bin", checkpoints="c.jsonl", control="ctl",
-        checkpoint_interval=1.0, memory_interval_ms=50, max_bytes=10, python_allocators=True,
+        "/usr/bin/python3",
+        ["-m", "app", "--port", "9"],
+        capture="c.bin",
+        checkpoints="c.jsonl",
+        control="ctl",
+        checkpoint_interval=1.0,
+        memory_interval_ms=50,
+        max_bytes=10,
+        python_allocators=True,
     )
     assert argv[0] == "/usr/bin/python3" and argv[1].endswith("memray_launch.py")
     assert argv[argv.index("--") + 1 :] == ["-m", "app", "--port", "9"]
@@ -49,22 +56,54 @@ def _target(command, **extra):
 
 
 def test_plan_wraps_a_python_target_and_skips_others_with_a_note(tmp_path):
-    plan = plan_memray(_target("{python} -m app --port {port}"), [sys.executable, "-m", "app", "--port", "5"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    plan = plan_memray(
+        _target("{python} -m app --port {port}"),
+        [sys.executable, "-m", "app", "--port", "5"],
+        tmp_path,
+        sampling_interval=0.5,
+        max_bytes=None,
+    )
     assert plan.tracked and plan.note is None and plan.argv[-4:] == ["-m", "app", "--port", "5"]
     assert "--python-allocators" not in plan.argv
-    exact = plan_memray(_target("{python} -m app --port {port}", memray_python_allocators=True), [sys.executable, "-m", "app"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    exact = plan_memray(
+        _target("{python} -m app --port {port}", memray_python_allocators=True),
+        [sys.executable, "-m", "app"],
+        tmp_path,
+        sampling_interval=0.5,
+        max_bytes=None,
+    )
     assert "--python-allocators" in exact.argv
     assert (tmp_path / "memray").is_dir()
     request_freeze(tmp_path)
     assert "freeze" in MemrayFiles(tmp_path).control.read_text()
 
-    node = plan_memray(_target("node server.js --port {port}"), ["node", "server.js"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    node = plan_memray(
+        _target("node server.js --port {port}"), ["node", "server.js"], tmp_path, sampling_interval=0.5, max_bytes=None
+    )
     assert not node.tracked and node.argv == ["node", "server.js"] and "memray skipped" in node.note
-    forced = plan_memray(_target("node s.js --port {port}", memray=True), ["node", "s.js"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    forced = plan_memray(
+        _target("node s.js --port {port}", memray=True),
+        ["node", "s.js"],
+        tmp_path,
+        sampling_interval=0.5,
+        max_bytes=None,
+    )
     assert not forced.tracked and "Python targets" in forced.note
-    off = plan_memray(_target("{python} -m app --port {port}", memray=False), [sys.executable, "-m", "app"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    off = plan_memray(
+        _target("{python} -m app --port {port}", memray=False),
+        [sys.executable, "-m", "app"],
+        tmp_path,
+        sampling_interval=0.5,
+        max_bytes=None,
+    )
     assert not off.tracked and off.note is None
-    odd = plan_memray(_target("{python} -X dev -m app --port {port}"), [sys.executable, "-X", "dev", "-m", "app"], tmp_path, sampling_interval=0.5, max_bytes=None)
+    odd = plan_memray(
+        _target("{python} -X dev -m app --port {port}"),
+        [sys.executable, "-X", "dev", "-m", "app"],
+        tmp_path,
+        sampling_interval=0.5,
+        max_bytes=None,
+    )
     assert not odd.tracked and "-X" in odd.note
 
 
@@ -96,7 +135,9 @@ def test_join_heap_fills_the_nearest_sample_only():
 
 
 def _synthetic(per_connection: float, noise: float = 0.0):
-    samples = [{"wall": 1000.0 + i, "closed": 100 * i, "phase": "steady" if 2 <= i <= 40 else "baseline"} for i in range(43)]
+    samples = [
+        {"wall": 1000.0 + i, "closed": 100 * i, "phase": "steady" if 2 <= i <= 40 else "baseline"} for i in range(43)
+    ]
     points = [1000.0 + i for i in range(43)]
     live = [int(5000 + per_connection * 100 * i + (noise if i % 2 else -noise)) for i in range(43)]
     flat = [3000 + (i % 3) for i in range(43)]
@@ -155,7 +196,9 @@ def _folder(tmp_path, procs: int):
     import json
 
     (tmp_path / "meta.json").write_text(json.dumps({"profile": {"name": "x"}}), encoding="utf-8")
-    samples = [{"t": i, "wall": 100.0 + i, "phase": "steady", "closed": i, "procs": procs, "heap": None} for i in range(4)]
+    samples = [
+        {"t": i, "wall": 100.0 + i, "phase": "steady", "closed": i, "procs": procs, "heap": None} for i in range(4)
+    ]
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples), encoding="utf-8")
     (tmp_path / "memray").mkdir()
     reduced = {"heap": [[101.0, 5], [103.0, 7]], "notes": [], "sites": [], "points": [], "status": "complete"}

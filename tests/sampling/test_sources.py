@@ -29,8 +29,10 @@ from ._remote import FaultyMetrics, prometheus_binary, prometheus_server, wait_f
 def test_selectors_name_and_labels():
     assert parse_selector("process_resident_memory_bytes") == ("process_resident_memory_bytes", {})
     assert parse_selector('jvm_memory_used_bytes{area="heap", id="G1 Old Gen"}') == (
-        "jvm_memory_used_bytes", {"area": "heap", "id": "G1 Old Gen"})
-    for bad in ("", "1abc", 'x{area=heap}', "x{"):
+        "jvm_memory_used_bytes",
+        {"area": "heap", "id": "G1 Old Gen"},
+    )
+    for bad in ("", "1abc", "x{area=heap}", "x{"):
         with pytest.raises(ValueError):
             parse_selector(bad)
 
@@ -84,13 +86,21 @@ def test_scrape_failures_are_errors_not_values(metrics_server):
     assert gone.error is not None
 
 
-@pytest.mark.skipif(prometheus_binary() is None,
-                    reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)")
+@pytest.mark.skipif(
+    prometheus_binary() is None,
+    reason="the prometheus binary is not installed (Debian package prometheus; .ci/run installs it)",
+)
 def test_promql_queries_against_a_real_prometheus(metrics_server):
     with prometheus_server([f"127.0.0.1:{metrics_server.port}"]) as prometheus:
         wait_for_series(prometheus, 'process_resident_memory_bytes{job="soak"}')
-        source = PrometheusSource(prometheus, {"rss": 'process_resident_memory_bytes{job="soak"}',
-                                               "fds": 'sum(process_open_fds{job="soak"})', "heap": "no_such_series"})
+        source = PrometheusSource(
+            prometheus,
+            {
+                "rss": 'process_resident_memory_bytes{job="soak"}',
+                "fds": 'sum(process_open_fds{job="soak"})',
+                "heap": "no_such_series",
+            },
+        )
         reading = source.read()
         assert reading.error is None, reading.error
         assert reading.values["rss"] > 1e6 and reading.values["fds"] >= 3
@@ -113,8 +123,11 @@ def _make_cgroup() -> Path:
             pytest.skip(f"cgroup v2 at {CGROUP_ROOT} has no memory controller")
         parent = CGROUP_ROOT
     else:
-        own = [line.split(":", 2)[2] for line in Path("/proc/self/cgroup").read_text().splitlines()
-               if line.split(":", 2)[1] == "memory"]
+        own = [
+            line.split(":", 2)[2]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.split(":", 2)[1] == "memory"
+        ]
         if not own or not (CGROUP_ROOT / "memory").is_dir():
             pytest.skip(f"neither cgroup v2 at {CGROUP_ROOT} nor a v1 memory controller at {CGROUP_ROOT / 'memory'}")
         parent = CGROUP_ROOT / "memory" / own[0].lstrip("/")
@@ -135,14 +148,16 @@ def _make_cgroup() -> Path:
 
 
 #: A process that allocates (and touches) 20 MB once it is in its cgroup (v1 charges memory where it is allocated).
-_ALLOCATE_WHEN_TOLD = ("import sys, time; sys.stdin.readline(); x = b'\\x01' * 20_000_000; "
-                       "print('ok', flush=True); time.sleep(120)")
+_ALLOCATE_WHEN_TOLD = (
+    "import sys, time; sys.stdin.readline(); x = b'\\x01' * 20_000_000; print('ok', flush=True); time.sleep(120)"
+)
 
 
 def test_cgroup_memory_threads_fds_of_a_process_moved_into_it():
     group = _make_cgroup()
-    process = subprocess.Popen([sys.executable, "-c", _ALLOCATE_WHEN_TOLD], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ALLOCATE_WHEN_TOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         (group / "cgroup.procs").write_text(str(process.pid))
         assert process.stdin is not None and process.stdout is not None

@@ -35,11 +35,15 @@ def test_node_target_keeping_buffers_is_a_native_leak_and_memray_is_skipped(tmp_
     out = tmp_path / "node"
     # a Buffer per connection: invisible to V8's heap, reported by the runtime as external memory
     command = "node examples/node/echo.js --port {port} --leak-bytes 16384"
-    result = soak("run", str(ROOT / "profiles" / "node-echo.toml"), "--target", command, *SHORT, "--memray", "--out", str(out))
+    result = soak(
+        "run", str(ROOT / "profiles" / "node-echo.toml"), "--target", command, *SHORT, "--memray", "--out", str(out)
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert result.returncode == 1, result.stdout + result.stderr
     # in a 6 s run the paced heap checkpoints are too few to judge; RSS (and, longer, native) catch it
-    assert summary["verdict"] == "leak" and summary["metrics"]["native"]["verdict"] in ("leak", "inconclusive"), summary["reasons"]
+    assert summary["verdict"] == "leak" and summary["metrics"]["native"]["verdict"] in ("leak", "inconclusive"), (
+        summary["reasons"]
+    )
     assert {"heap", "native", "rss", "fds", "threads"} <= set(summary["metrics"])
     assert any("memray skipped" in note for note in summary["notes"]), summary["notes"]
     assert summary["load"]["errors"] == 0

@@ -41,7 +41,7 @@ def validate_rules(value: Any, key: str = "scenario.auto_reply") -> tuple[dict[s
         where = f"{key} rule {index}"
         if not isinstance(rule, dict):
             raise ProfileError(
-                f"{where}: expected a table such as {{ match = \"^ping$\", reply = \"pong\" }}, got {rule!r}"
+                f'{where}: expected a table such as {{ match = "^ping$", reply = "pong" }}, got {rule!r}'
             )
         unknown = sorted(set(rule) - {"match", "reply"})
         if unknown:

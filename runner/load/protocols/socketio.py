@@ -119,7 +119,16 @@ class SocketIOSession:
     """
 
     __slots__ = (
-        "namespace", "auth", "ready", "refusal", "ended", "sid", "ping_interval", "_outgoing", "_next_id", "_opened"
+        "namespace",
+        "auth",
+        "ready",
+        "refusal",
+        "ended",
+        "sid",
+        "ping_interval",
+        "_outgoing",
+        "_next_id",
+        "_opened",
     )
 
     def __init__(self, namespace: str = "/", auth: Any = None) -> None:

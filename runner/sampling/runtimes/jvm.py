@@ -55,8 +55,17 @@ from ...analysis.jvm_heap import (
 from . import Checkpoint, LaunchPlan, ProbeUnavailable, RuntimeSite
 
 __all__ = [
-    "AttachClient", "JvmProbe", "find_jvm", "is_jvm", "handles_command", "handles_executable", "prepare_launch",
-    "open_probe", "open_jvm_probe", "ATTACH_TIMEOUT", "CALL_TIMEOUT",
+    "AttachClient",
+    "JvmProbe",
+    "find_jvm",
+    "is_jvm",
+    "handles_command",
+    "handles_executable",
+    "prepare_launch",
+    "open_probe",
+    "open_jvm_probe",
+    "ATTACH_TIMEOUT",
+    "CALL_TIMEOUT",
 ]
 
 #: Longest wait for the attach socket after SIGQUIT.
@@ -101,8 +110,10 @@ def prepare_launch(argv: Sequence[str], env: dict[str, str]) -> LaunchPlan:
 
 def _listens_on(pid: int, port: int) -> bool:
     try:
-        return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
-                   for c in psutil.Process(pid).net_connections(kind="inet"))
+        return any(
+            c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+            for c in psutil.Process(pid).net_connections(kind="inet")
+        )
     except psutil.Error:
         return False
 
@@ -126,8 +137,10 @@ def find_jvm(pid: int, serving_port: int | None = None) -> tuple[int, str | None
     if len(jvms) == 1:
         return jvms[0], f"JVM: probing java process {jvms[0]}, a child of {pid}"
     if jvms:
-        raise ProbeUnavailable(f"process {pid} has {len(jvms)} java processes ({', '.join(map(str, jvms[:4]))}); "
-                               "pass --pid of the one that serves to get its heap")
+        raise ProbeUnavailable(
+            f"process {pid} has {len(jvms)} java processes ({', '.join(map(str, jvms[:4]))}); "
+            "pass --pid of the one that serves to get its heap"
+        )
     raise ProbeUnavailable(f"process {pid} is not a JVM (no java executable, no libjvm.so mapped)")
 
 
@@ -176,22 +189,30 @@ class AttachClient:
         self.socket_path = f"{self.root}/tmp/.java_pid{self.nspid}"
         uid = int(status.get("Uid", "0 0").split()[1])
         if os.geteuid() not in (0, uid):
-            raise ProbeUnavailable(f"JVM {pid} runs as uid {uid}, the runner as uid {os.geteuid()}: HotSpot accepts "
-                                   "attach only from its own user; run soak as that user for its heap")
+            raise ProbeUnavailable(
+                f"JVM {pid} runs as uid {uid}, the runner as uid {os.geteuid()}: HotSpot accepts "
+                "attach only from its own user; run soak as that user for its heap"
+            )
         if not os.path.exists(self.socket_path):
             self._trigger(pid, status, attach_timeout)
 
     def _trigger(self, pid: int, status: dict[str, str], timeout: float) -> None:
         """Make the JVM open its attach socket: the ``.attach_pid`` file, then SIGQUIT; bounded wait."""
         if _openj9(pid):
-            raise ProbeUnavailable(f"JVM {pid} is OpenJ9, not HotSpot: its attach protocol is not spoken here; "
-                                   "run the soak on a HotSpot JDK (OpenJDK, Temurin) for the heap tier")
+            raise ProbeUnavailable(
+                f"JVM {pid} is OpenJ9, not HotSpot: its attach protocol is not spoken here; "
+                "run the soak on a HotSpot JDK (OpenJDK, Temurin) for the heap tier"
+            )
         if _attach_disabled(pid):
-            raise ProbeUnavailable(f"JVM {pid} was started with {_DISABLE_ATTACH}: its heap cannot be read; "
-                                   "remove that option to get the heap tier")
+            raise ProbeUnavailable(
+                f"JVM {pid} was started with {_DISABLE_ATTACH}: its heap cannot be read; "
+                "remove that option to get the heap tier"
+            )
         if not int(status.get("SigCgt", "0"), 16) & _SIGQUIT_BIT:
-            raise ProbeUnavailable(f"JVM {pid} does not handle SIGQUIT (-Xrs, or still starting): attaching would "
-                                   "kill it; start it without -Xrs for the heap tier")
+            raise ProbeUnavailable(
+                f"JVM {pid} does not handle SIGQUIT (-Xrs, or still starting): attaching would "
+                "kill it; start it without -Xrs for the heap tier"
+            )
         trigger, present = None, False
         for folder in (f"/proc/{pid}/cwd", f"{self.root}/tmp"):
             candidate = f"{folder}/.attach_pid{self.nspid}"
@@ -206,8 +227,10 @@ class AttachClient:
             except OSError:
                 continue
         if not present:  # without the file SIGQUIT only prints a thread dump into the server's output
-            raise ProbeUnavailable(f"JVM {pid}: cannot create its attach trigger file (.attach_pid{self.nspid}) in "
-                                   "its working folder or /tmp; its heap is not read, RSS still is")
+            raise ProbeUnavailable(
+                f"JVM {pid}: cannot create its attach trigger file (.attach_pid{self.nspid}) in "
+                "its working folder or /tmp; its heap is not read, RSS still is"
+            )
         try:
             os.kill(pid, signal.SIGQUIT)
             deadline = time.monotonic() + timeout
@@ -250,8 +273,10 @@ class AttachClient:
         except TimeoutError:
             raise ProbeUnavailable(f"JVM {self.pid}: {command.split()[0]} did not answer within {limit:g}s") from None
         except OSError as exc:
-            raise ProbeUnavailable(f"JVM {self.pid}: attach socket refused {command.split()[0]} "
-                                   f"({exc.strerror or exc}); is the JVM still running?") from None
+            raise ProbeUnavailable(
+                f"JVM {self.pid}: attach socket refused {command.split()[0]} "
+                f"({exc.strerror or exc}); is the JVM still running?"
+            ) from None
         text = b"".join(chunks).decode("utf-8", errors="replace")
         status, _, output = text.partition("\n")
         if status.strip() != "0":
@@ -318,8 +343,9 @@ class JvmProbe:
         if self.first is None:
             self.first = histogram
         self.last = histogram
-        sites = tuple(RuntimeSite(location=e.name, function="", live_bytes=e.bytes, count=e.instances)
-                      for e in histogram.entries)
+        sites = tuple(
+            RuntimeSite(location=e.name, function="", live_bytes=e.bytes, count=e.instances) for e in histogram.entries
+        )
         return Checkpoint(heap=histogram.total_bytes, native=native, sites=sites, gc_seconds=spent)
 
     def _native(self) -> int | None:
@@ -335,8 +361,10 @@ class JvmProbe:
             self.checked_nmt = True
             self.nmt = match is not None
             if not self.nmt:
-                self.notes.append("JVM: direct buffer memory not read (Native Memory Tracking is off; "
-                                  "-XX:NativeMemoryTracking=summary turns it on); RSS stands for native memory")
+                self.notes.append(
+                    "JVM: direct buffer memory not read (Native Memory Tracking is off; "
+                    "-XX:NativeMemoryTracking=summary turns it on); RSS stands for native memory"
+                )
         return int(match.group(1)) * 1024 if match else None
 
     def growing_classes(self, limit: int = TOP_CLASSES) -> list[str]:
@@ -360,8 +388,12 @@ class JvmProbe:
         outer = Path(f"{self.client.root}{inner}")
         try:
             self.client.jcmd(f"JFR.dump name={self.recording} filename={inner}")
-            done = subprocess.run([str(tool), "print", "--json", "--events", "OldObjectSample", str(outer)],
-                                  capture_output=True, timeout=JFR_TOOL_TIMEOUT, check=False)
+            done = subprocess.run(
+                [str(tool), "print", "--json", "--events", "OldObjectSample", str(outer)],
+                capture_output=True,
+                timeout=JFR_TOOL_TIMEOUT,
+                check=False,
+            )
             if done.returncode != 0:
                 raise ProbeUnavailable(f"jfr print failed: {done.stderr.decode(errors='replace').strip()[:200]}")
             samples = parse_old_objects(json.loads(done.stdout))
@@ -402,8 +434,13 @@ _WATCHDOG_SCRIPT = str(Path(watchdog.__file__).resolve())
 def _start_guard(socket_path: str, recording: str) -> subprocess.Popen[bytes] | None:
     """A stdlib watchdog (runner/watchdog.py --stop-jfr) that stops the recording if the runner dies first."""
     try:
-        proc = subprocess.Popen([sys.executable, "-S", _WATCHDOG_SCRIPT, "--stop-jfr"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-S", _WATCHDOG_SCRIPT, "--stop-jfr"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         assert proc.stdin is not None
         proc.stdin.write(json.dumps({"socket": socket_path, "recording": recording}).encode() + b"\n")
         proc.stdin.flush()
