@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 for key in totals[name]:
                     totals[name][key] += result[key]
         print(
-            f"concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s per contender, one echo of 64 B per cycle, node echo server"
+            f"concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s per contender, one echo of 64 B per "
+            "cycle, node echo server"
         )
         base = totals[names[0]]
         base_rate = base["cycles"] / base["elapsed"]

@@ -91,10 +91,16 @@ class Contender:
             files = MemrayFiles(self.folder)
             files.root.mkdir(parents=True, exist_ok=True)
             argv = launcher_argv(
-                sys.executable, args, capture=str(files.capture), checkpoints=str(files.checkpoints),
-                control=str(files.control), checkpoint_interval=1.0, memory_interval_ms=MEMORY_INTERVAL_MS,
-                max_bytes=None, python_allocators=self.python_allocators,
-            )  # fmt: skip
+                sys.executable,
+                args,
+                capture=str(files.capture),
+                checkpoints=str(files.checkpoints),
+                control=str(files.control),
+                checkpoint_interval=1.0,
+                memory_interval_ms=MEMORY_INTERVAL_MS,
+                max_bytes=None,
+                python_allocators=self.python_allocators,
+            )
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ready(self) -> None:
@@ -124,8 +130,11 @@ def _round(contender: Contender, concurrency: int, seconds: float) -> None:
     before = contender.cpu_seconds()
     done = subprocess.run(
         [sys.executable, "-c", _CLIENT, f"ws://127.0.0.1:{contender.port}/", str(concurrency), str(seconds)],
-        capture_output=True, text=True, timeout=seconds + 120, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     contender.cpu += contender.cpu_seconds() - before
     contender.cycles += result["cycles"]
@@ -170,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     base_rate = plain.cycles / plain.seconds
     base_cpu = plain.cpu / plain.cycles * 1000
     print(
-        f"target {args.target}, concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s rounds per contender (A-B-B-A)"
+        f"target {args.target}, concurrency {args.concurrency}, {args.rounds} x {args.seconds:g}s rounds per "
+        "contender (A-B-B-A)"
     )
     print(f"{'contender':<16}{'cycles/s':>10}{'rate ratio':>12}{'CPU s/1k conn':>15}{'CPU ratio':>11}{'errors':>8}")
     for c in contenders:
@@ -193,8 +203,10 @@ def main(argv: list[str] | None = None) -> None:
         per_k = 1000 / c.cycles
         print(
             f"{c.name}: capture {growth / 1e6:.2f} MB per 1,000 connections while running, "
-            f"{final / c.cycles * 1000 / 1e6:.2f} MB per 1,000 after compression at exit ({final / 1e6:.1f} MB for {c.cycles} connections); "
-            f"reduce {reduce_s:.1f}s ({reduce_s * per_k:.2f}s per 1,000 connections), flame graph {flame_s:.1f}s ({files.flamegraph.stat().st_size / 1e6 if not failure else 0:.1f} MB); "
+            f"{final / c.cycles * 1000 / 1e6:.2f} MB per 1,000 after compression at exit ({final / 1e6:.1f} MB for "
+            f"{c.cycles} connections); "
+            f"reduce {reduce_s:.1f}s ({reduce_s * per_k:.2f}s per 1,000 connections), flame graph {flame_s:.1f}s "
+            f"({files.flamegraph.stat().st_size / 1e6 if not failure else 0:.1f} MB); "
             f"GC checkpoint median {reduced.get('gc_ms_median')} ms"
         )
     shutil.rmtree(work, ignore_errors=True)

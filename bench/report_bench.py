@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = synthetic_run(Path(tmp) / "run", samples=args.samples, interval=args.interval, profile_name="bench")
         size = (folder / "samples.jsonl").stat().st_size
         print(
-            f"{args.samples} samples ({args.samples * args.interval / 3600:.1f} h at {args.interval:g} s), samples.jsonl {size / 2**20:.1f} MB"
+            f"{args.samples} samples ({args.samples * args.interval / 3600:.1f} h at {args.interval:g} s), "
+            f"samples.jsonl {size / 2**20:.1f} MB"
         )
         for step in ("report", "finish"):
             result = _measure(step, folder, Path(tmp) / "history.sqlite")
@@ -256,6 +257,7 @@ if __name__ == "__main__":
     started = time.perf_counter()
     code = main()
     print(
-        f"total {time.perf_counter() - started:.1f} s (peak RSS of this parent {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+        f"total {time.perf_counter() - started:.1f} s (peak RSS of this parent "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
     )
     sys.exit(code)

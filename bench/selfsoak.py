@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, metric in summary["metrics"].items():
         print(f"  {name}: {metric['reason']}")
     print(
-        f"inner soak exit code {code}; {summary['load']['connections_closed']} connections; report: {out / 'report.html'}"
+        f"inner soak exit code {code}; {summary['load']['connections_closed']} connections; "
+        f"report: {out / 'report.html'}"
     )
     return int(summary["exit_code"])
 

@@ -305,7 +305,8 @@ class History:
             )
             self._db.execute("DELETE FROM metrics WHERE run_dir = ?", (values["run_dir"],))
             self._db.executemany(
-                f"INSERT INTO metrics (run_dir, metric, {', '.join(_METRIC_COLUMNS)}) VALUES (?, ?, {', '.join('?' * len(_METRIC_COLUMNS))})",
+                f"INSERT INTO metrics (run_dir, metric, {', '.join(_METRIC_COLUMNS)}) "
+                f"VALUES (?, ?, {', '.join('?' * len(_METRIC_COLUMNS))})",
                 [
                     (values["run_dir"], name, *(figures.get(c) for c in _METRIC_COLUMNS))
                     for name, figures in (entry.get("metrics") or {}).items()

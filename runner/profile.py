@@ -913,7 +913,8 @@ def _complete_target(target: TargetSettings) -> TargetSettings:
     if target.command is None and target.url is None and target.pid is None:
         raise ProfileError(
             "nothing to soak: the profile has no target.command, target.url or pid",
-            hint='set target.command (e.g. "{python} -m runner.targets.echo --port {port}") or pass --target/--url/--pid',
+            hint='set target.command (e.g. "{python} -m runner.targets.echo --port {port}") '
+            "or pass --target/--url/--pid",
         )
     command_fields = (
         set().union(*(_placeholders(p, "target.command") for p in target.command)) if target.command else set()

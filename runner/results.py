@@ -183,7 +183,8 @@ class RunFolder:
                     )
                 if not self.meta.is_file() or self.meta.is_symlink():
                     raise UsageError(
-                        f"--out {str(self.path)!r} is not empty and holds no run (no meta.json), so soak will not empty it",
+                        f"--out {str(self.path)!r} is not empty and holds no run (no meta.json), so soak will not "
+                        "empty it",
                         hint="choose an empty or new folder",
                     )
                 self._empty()

@@ -67,7 +67,8 @@ def test_rows_are_recorded_once_per_folder_and_read_back_oldest_first(tmp_path):
     rows = (
         sqlite3.connect(tmp_path / "h.sqlite")
         .execute(
-            "SELECT r.profile, m.metric, m.slope_per_connection FROM runs r JOIN metrics m USING (run_dir) ORDER BY r.started_at"
+            "SELECT r.profile, m.metric, m.slope_per_connection FROM runs r JOIN metrics m USING (run_dir) ORDER BY "
+            "r.started_at"
         )
         .fetchall()
     )

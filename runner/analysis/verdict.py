@@ -211,7 +211,8 @@ def _metric(name: str, samples: Sequence[Mapping[str, Any]], settings: AnalysisS
         if decelerating and late_fit is not None:
             why = f"it grew {figures} but is slowing down (late half {_fmt(late_fit.slope, unit)} {per_conn})"
         elif significant and fit.low > limit:
-            why = f"it grew {figures} but the late half grew only {_fmt(late_fit.slope if late_fit else math.nan, unit)} {per_conn}"
+            late_slope = _fmt(late_fit.slope if late_fit else math.nan, unit)
+            why = f"it grew {figures} but the late half grew only {late_slope} {per_conn}"
         else:
             why = f"{figures}"
         reason = f"{name} cannot be told from its budget yet: {why}; {budget_text}"

@@ -23,7 +23,10 @@ def _cell(metric: str, figures: dict[str, Any] | None) -> str:
 
 
 def format_table(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
-    """Header plus one row per run (pure): started, profile, revision, verdict, per-metric slopes, cycles, errors, flags."""
+    """Header plus one row per run (pure).
+
+    Columns: started, profile, revision, verdict, per-metric slopes, cycles, errors, flags.
+    """
     metrics = [m for m in _METRIC_ORDER if any(m in (r.get("metrics") or {}) for r in runs)]
     header = (
         ["started (UTC)", "profile", "revision", "verdict"]

@@ -41,7 +41,8 @@ class RunCommand:
         target.add_argument(
             "--target",
             metavar="CMD",
-            help='command that starts the server; {port} and {python} are substituted, e.g. "{python} -m runner.targets.echo --port {port}"',
+            help="command that starts the server; {port} and {python} are substituted, "
+            'e.g. "{python} -m runner.targets.echo --port {port}"',
         )
         target.add_argument(
             "--url", metavar="URL", help="ws:// or wss:// URL to connect to (default ws://127.0.0.1:{port}/)"
@@ -50,7 +51,8 @@ class RunCommand:
             "--pid",
             type=int,
             metavar="PID",
-            help="sample this already running server instead of starting one; a Python server also gets memray, attached with gdb (--no-memray skips it)",
+            help="sample this already running server instead of starting one; a Python server also gets memray, "
+            "attached with gdb (--no-memray skips it)",
         )
         target.add_argument(
             "--metrics-url",

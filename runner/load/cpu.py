@@ -89,7 +89,8 @@ class SaturationTracker:
         return (
             f"load generator saturated: a load process used {self.peak:.0f}% of a core "
             f"({self.hot_windows} of {self.windows} {self.window:g}s windows above {self.threshold:.0f}%); "
-            "churn rates and latencies reflect the generator, and the verdict may be unreliable - add workers (load.workers)"
+            "churn rates and latencies reflect the generator, and the verdict may be unreliable - add workers "
+            "(load.workers)"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -398,7 +398,8 @@ def _validate_step(step: dict[str, Any], key: str, path: tuple[int, ...]) -> dic
                 hint="give it send/send_json, expect/expect_regex/expect_json, wait, repeat or close",
             )
         raise ProfileError(
-            f"{where}: {' and '.join([*[*sends, *expects][:1], *[*actions, *awaits][:1], *others])} cannot be in one step",
+            f"{where}: {' and '.join([*[*sends, *expects][:1], *[*actions, *awaits][:1], *others])} cannot be in "
+            "one step",
             hint="split them into separate steps",
         )
     if "timeout" in step and not expects:

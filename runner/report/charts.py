@@ -125,7 +125,7 @@ def decimate(
     # position (within each bucket) of its min and max, to emit them in time order
     out_x = np.empty(2 * len(starts))
     out_y = np.empty(2 * len(starts))
-    for i, (start, end) in enumerate(zip(starts, ends)):
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         segment = ys[start:end]
         a, b = int(np.argmin(segment)), int(np.argmax(segment))
         first, second = (a, b) if a <= b else (b, a)
@@ -216,8 +216,8 @@ def bucket_reduce(
     starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
     ends = np.r_[starts[1:], len(ys)]
     return (
-        np.array([(xs[a] + xs[b - 1]) / 2 for a, b in zip(starts, ends)]),
-        np.array([float(reduce(ys[a:b])) for a, b in zip(starts, ends)]),
+        np.array([(xs[a] + xs[b - 1]) / 2 for a, b in zip(starts, ends, strict=True)]),
+        np.array([float(reduce(ys[a:b])) for a, b in zip(starts, ends, strict=True)]),
     )
 
 
@@ -366,7 +366,7 @@ def slope_chart(
     closed = _column(samples, "closed")
     steady = np.isin(samples.phase, ["ramp", "steady"]) if len(samples) else np.zeros(0, dtype=bool)
     fig, axes = _figure(3.0, len(panels))
-    for ax, metric in zip(axes[0], panels):
+    for ax, metric in zip(axes[0], panels, strict=True):
         values = _column(samples, metric)
         mask = steady & ~np.isnan(values)
         if not mask.any():
@@ -528,8 +528,8 @@ def trend_chart(runs: Sequence[Mapping[str, Any]], metric_names: Sequence[str] =
     fig, axes = _figure(2.8, len(names), bottom=0.75)
     positions = np.arange(len(runs))
     labels = [str(r.get("started_at") or "")[:10] for r in runs]
-    for ax, metric in zip(axes[0], names):
-        for pos, run in zip(positions, runs):
+    for ax, metric in zip(axes[0], names, strict=True):
+        for pos, run in zip(positions, runs, strict=True):
             figures = (run.get("metrics") or {}).get(metric) or {}
             slope = figures.get("slope_per_connection")
             if slope is None:

@@ -59,7 +59,8 @@ def render_junit(summary: Mapping[str, Any]) -> str:
     lines = [f"verdict: {summary.get('verdict')}"] + [f"reason: {_text(r)}" for r in summary.get("reasons") or []]
     lines += [f"note: {_text(n)}" for n in summary.get("notes") or []]
     lines.append(
-        f"connections closed: {load.get('connections_closed')}, peak open: {load.get('peak_concurrent')}, errors: {load.get('errors')}"
+        f"connections closed: {load.get('connections_closed')}, peak open: {load.get('peak_concurrent')}, errors: "
+        f"{load.get('errors')}"
     )
     out.text = "\n".join(lines)
     cases.append(run_case)

@@ -102,7 +102,8 @@ class Session(TargetSetup, Loops):
         self.state.interrupts += 1
         if self.state.interrupts == 1:
             self.progress.note(
-                "interrupted: stopping the load and the target, then writing the report (press Ctrl-C again to stop at once)"
+                "interrupted: stopping the load and the target, then writing the report (press Ctrl-C again to stop "
+                "at once)"
             )
             self.state.interrupted.set()
         else:

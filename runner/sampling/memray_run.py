@@ -65,7 +65,8 @@ def plan_memray(
             return MemrayPlan(
                 argv,
                 False,
-                "memray skipped: it tracks Python targets started with {python}; this target is measured by psutil only",
+                "memray skipped: it tracks Python targets started with {python}; this target is measured by psutil "
+                "only",
             )
         return MemrayPlan(
             argv, False, "memray skipped: not a Python target started with {python} (psutil metrics only)"

@@ -38,7 +38,7 @@ def run(
     closed = np.arange(n) * RATE * INTERVAL
     values = base + shape(closed) + rng.normal(0, noise, n) + np.cumsum(rng.normal(0, walk, n))
     samples = [{"t": -i * INTERVAL, "phase": "baseline", "closed": 0, "open": 0, metric: base} for i in range(6, 0, -1)]
-    for i, (c, v) in enumerate(zip(closed, values)):
+    for i, (c, v) in enumerate(zip(closed, values, strict=True)):
         sample = {"t": i * INTERVAL, "phase": "steady", "closed": int(c), "open": 50, metric: float(v)}
         for name, fn in (extra or {}).items():
             sample[name] = float(fn(np.array([c]))[0])

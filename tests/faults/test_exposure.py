@@ -36,7 +36,8 @@ def exposed_run(tmp_path_factory):
     soak = start_soak(
         folder,
         f"--api-token {SECRETS['command']} --exit-after 4 --exit-code 3 "
-        f"--last-words 'password={SECRETS['log']}' --last-words 'echo of env {SECRETS['environment']}' --last-words '{SCRIPT}'",
+        f"--last-words 'password={SECRETS['log']}' --last-words 'echo of env {SECRETS['environment']}' --last-words "
+        f"'{SCRIPT}'",
         target={"url": f"ws://bob:{SECRETS['userinfo']}@127.0.0.1:{{port}}/chat?access_token={SECRETS['url']}&room=1"},
         load={"users": 5, "spawn_rate": 5, "think": "0.1s"},
         env={"SOAK_TEST_SECRET": SECRETS["environment"], "SOAK_HISTORY": str(history)},

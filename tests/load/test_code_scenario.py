@@ -130,7 +130,10 @@ def test_a_bug_in_the_scenario_stops_the_run_with_the_users_traceback_and_exit_3
     assert "AttributeError: 'ScenarioContext' object has no attribute 'usr_id'" in user_tb
     assert "runner/load" not in user_tb.split("AttributeError")[0]
     assert err.count("Traceback") == 1, "only the user's traceback, once"
-    reason = "the load generator failed: the scenario raised AttributeError: 'ScenarioContext' object has no attribute 'usr_id' at my_scenario.py:2 in helper"
+    reason = (
+        "the load generator failed: the scenario raised AttributeError: "
+        "'ScenarioContext' object has no attribute 'usr_id' at my_scenario.py:2 in helper"
+    )
     assert reason in result.stdout + result.stderr
     exceptions = json.loads((out / "locust_stats.json").read_text())["exceptions"]
     assert exceptions and f'File "{script}", line 2, in helper' in exceptions[0]["traceback"]
@@ -150,15 +153,18 @@ def test_a_scenario_file_that_cannot_load_is_exit_2_with_its_line(tmp_path):
     [
         (
             "def run(conn, ctx):\n    pass\n",
-            "has no function 'scenario' (define def scenario(conn, ctx), or set scenario.function (functions in the file: run))",
+            "has no function 'scenario' (define def scenario(conn, ctx), or set scenario.function (functions in the "
+            "file: run))",
         ),
         (
             "import json\nVALUE = json.loads('{')\n",
-            "cannot be loaded: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1) at my_scenario.py:2 in <module>",
+            "cannot be loaded: JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 "
+            "(char 1) at my_scenario.py:2 in <module>",
         ),
         (
             "import no_such_module_here\n",
-            "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_here' at my_scenario.py:1 in <module>",
+            "cannot be loaded: ModuleNotFoundError: No module named 'no_such_module_here' at my_scenario.py:1 in "
+            "<module>",
         ),
     ],
 )
@@ -196,7 +202,10 @@ def test_abort_ends_the_connection_without_a_closing_handshake(tmp_path):
         except ConnectionClosedError:
             endings.append("dropped")
 
-    body = "def scenario(conn, ctx):\n    conn.send('x')\n    assert conn.recv() == 'x'\n    if ctx.n == 0:\n        conn.abort()\n"
+    body = (
+        "def scenario(conn, ctx):\n    conn.send('x')\n    assert conn.recv() == 'x'\n"
+        "    if ctx.n == 0:\n        conn.abort()\n"
+    )
     plan = build_plan(load_profile(_profile(tmp_path, body)))
     user = RecordingUser()
     with threaded_server(handler) as url:

@@ -68,7 +68,8 @@ def test_wss_soak_with_the_ca_option(tmp_path, certificates):
         textwrap.dedent(
             f"""\
             [target]
-            command = "{{python}} -m runner.targets.chat --port {{port}} --certfile {certificates.cert} --keyfile {certificates.key}"
+            command = "{{python}} -m runner.targets.chat --port {{port}} --certfile {certificates.cert} --keyfile "
+                "{certificates.key}"
             url = "wss://127.0.0.1:{{port}}/"
             ca_bundle = "{certificates.ca}"
             [load]

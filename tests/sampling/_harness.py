@@ -60,10 +60,15 @@ class TrackedTarget:
         """Run ``python -c CODE ARGS`` under the launcher; ready when it creates ``ready``."""
         self.files.root.mkdir(parents=True, exist_ok=True)
         argv = launcher_argv(
-            sys.executable, ["-c", code, *args],
-            capture=str(self.files.capture), checkpoints=str(self.files.checkpoints), control=str(self.files.control),
-            checkpoint_interval=self.checkpoint_interval, memory_interval_ms=20, max_bytes=self.max_bytes,
-        )  # fmt: skip
+            sys.executable,
+            ["-c", code, *args],
+            capture=str(self.files.capture),
+            checkpoints=str(self.files.checkpoints),
+            control=str(self.files.control),
+            checkpoint_interval=self.checkpoint_interval,
+            memory_interval_ms=20,
+            max_bytes=self.max_bytes,
+        )
         log = open(self.folder / "target.log", "wb")
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()

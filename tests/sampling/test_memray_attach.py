@@ -59,8 +59,16 @@ def test_soak_attached_by_pid_tracks_the_heap_and_names_the_leaking_line(tmp_pat
     server = Server("runner.targets.leaky", "--leak-bytes", "2048")
     try:
         out = tmp_path / "run"
-        result = soak("run", str(_profile(tmp_path, "leaky", users=20, duration="12s")), "--pid", str(server.process.pid),
-                      "--out", str(out), "--quiet", timeout=300)  # fmt: skip
+        result = soak(
+            "run",
+            str(_profile(tmp_path, "leaky", users=20, duration="12s")),
+            "--pid",
+            str(server.process.pid),
+            "--out",
+            str(out),
+            "--quiet",
+            timeout=300,
+        )
         assert result.returncode == 1, result.stdout + result.stderr
         assert "leak site: runner/targets/leaky.py:26 in __init__" in result.stdout, result.stdout
         assert server.process.poll() is None  # attached, never stopped by soak
@@ -94,10 +102,24 @@ def test_without_gdb_on_path_the_run_completes_on_psutil_with_a_note(tmp_path):
     try:
         out = tmp_path / "run"
         result = subprocess.run(
-            [sys.executable, "-m", "runner", "run", str(_profile(tmp_path, "nogdb", users=10, duration="3s")),
-             "--pid", str(server.process.pid), "--out", str(out), "--quiet"],
-            capture_output=True, text=True, timeout=240, cwd=ROOT, env={**os.environ, "PATH": str(empty)},
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "runner",
+                "run",
+                str(_profile(tmp_path, "nogdb", users=10, duration="3s")),
+                "--pid",
+                str(server.process.pid),
+                "--out",
+                str(out),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=ROOT,
+            env={**os.environ, "PATH": str(empty)},
+        )
         assert result.returncode in (0, 1, 4), result.stdout + result.stderr
         assert "Traceback" not in result.stderr, result.stderr
         summary = json.loads((out / "summary.json").read_text())
@@ -114,8 +136,10 @@ def test_without_gdb_on_path_the_run_completes_on_psutil_with_a_note(tmp_path):
 
 
 @needs_gdb
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to make a real ptrace refusal (attach as nobody to root's server)")  # fmt: skip
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to make a real ptrace refusal (attach as nobody to root's server)",
+)
 def test_ptrace_refused_by_another_user_gives_the_ptrace_note():
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
     readable = subprocess.run(
@@ -147,8 +171,7 @@ def test_ptrace_refused_by_another_user_gives_the_ptrace_note():
             k: v for k, v in os.environ.items() if not k.startswith("COVERAGE")
         }  # nobody cannot write root's data file
         env["HOME"] = str(folder)
-        done = subprocess.run([*as_nobody, "-c", code],
-                              capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)  # fmt: skip
+        done = subprocess.run([*as_nobody, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("False memray skipped: cannot attach to pid"), done.stdout
         assert "ptrace refused (the process belongs to another user)" in done.stdout
@@ -167,8 +190,17 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
     for folder in folders:
         files = MemrayFiles(folder)
         files.root.mkdir(parents=True)
-        options.append({"capture": str(files.capture), "checkpoints": str(files.checkpoints), "control": str(files.control),
-                        "checkpoint_interval": 0.2, "memory_interval_ms": 20, "max_bytes": None, "python_allocators": False})  # fmt: skip
+        options.append(
+            {
+                "capture": str(files.capture),
+                "checkpoints": str(files.checkpoints),
+                "control": str(files.control),
+                "checkpoint_interval": 0.2,
+                "memory_interval_ms": 20,
+                "max_bytes": None,
+                "python_allocators": False,
+            }
+        )
     launcher = os.path.abspath(memray_launch.__file__)
     script = textwrap.dedent(
         """
@@ -192,8 +224,12 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
         print(json.dumps(inject(payloads["third"])))  # still attached when the process exits
         """
     )
-    payloads = {"first": attach_payload(launcher, options[0]), "second": attach_payload(launcher, options[1]),
-                "third": attach_payload(launcher, options[2]), "detach": detach_payload()}  # fmt: skip
+    payloads = {
+        "first": attach_payload(launcher, options[0]),
+        "second": attach_payload(launcher, options[1]),
+        "third": attach_payload(launcher, options[2]),
+        "detach": detach_payload(),
+    }
     done = subprocess.run(
         [sys.executable, "-c", script], input=json.dumps(payloads), capture_output=True, text=True, timeout=120
     )
@@ -222,7 +258,8 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
         ("Cannot find a supported gdb executable.", "needs gdb: apt-get install gdb, or --no-memray"),
         (
             "Failed to attach a debugger to the process.\nYou most likely do not have permission to trace the process.",
-            "ptrace refused (Operation not permitted): set /proc/sys/kernel/yama/ptrace_scope to 0, give soak CAP_SYS_PTRACE, or run soak as the server's user or root",
+            "ptrace refused (Operation not permitted): set /proc/sys/kernel/yama/ptrace_scope to 0, give soak "
+            "CAP_SYS_PTRACE, or run soak as the server's user or root",
         ),
         ("ptrace: Operation not permitted.", "ptrace refused (Operation not permitted)"),
         (
@@ -262,8 +299,10 @@ def test_payloads_start_replace_stop_and_finalise_sessions(tmp_path):
             "cannot load memray's injector library",
         ),
         (
-            "RuntimeError(\"FileNotFoundError: [Errno 2] No such file or directory: '/work/runner/sampling/memray_launch.py'\")",
-            "the server cannot see /work/runner/sampling/memray_launch.py (does it run in another container or mount namespace?)",
+            'RuntimeError("FileNotFoundError: [Errno 2] No such file or directory: '
+            "'/work/runner/sampling/memray_launch.py'\")",
+            "the server cannot see /work/runner/sampling/memray_launch.py (does it run in another container or "
+            "mount namespace?)",
         ),
         ("ValueError('something new')", "ValueError('something new')"),
         ("", "no error text"),
@@ -311,8 +350,8 @@ def test_python_processes_pass_and_children_are_noted():
         assert python_process_problem(parent.pid) is None
         note = children_note(parent.pid)
         assert (
-            note
-            == f"memray tracks pid {parent.pid} only; its 1 child process(es) are measured by psutil only (attach to a worker's pid to track it)"
+            note == f"memray tracks pid {parent.pid} only; its 1 child process(es) are measured by psutil only (attach "
+            "to a worker's pid to track it)"
         )
     finally:
         for child in psutil.Process(parent.pid).children(recursive=True):
@@ -334,7 +373,8 @@ def _python_without_memray(tmp_path: Path, body: str) -> tuple[subprocess.Popen,
 
 @needs_gdb
 def test_a_server_without_memray_in_its_environment_gets_the_install_note(tmp_path):
-    busy = "for _ in range(2400):\n    time.sleep(0.05)\n    scratch = [bytearray(64) for _ in range(10)]"  # allocates: gdb gets in
+    # allocates: gdb gets in
+    busy = "for _ in range(2400):\n    time.sleep(0.05)\n    scratch = [bytearray(64) for _ in range(10)]"
     process, _ = _python_without_memray(tmp_path, busy)
     try:
         result = attach(
@@ -342,7 +382,8 @@ def test_a_server_without_memray_in_its_environment_gets_the_install_note(tmp_pa
         )
         assert result.tracked is False
         assert result.note == (
-            f"memray skipped: cannot attach to pid {process.pid}: memray is not importable in the server's Python environment: "
+            f"memray skipped: cannot attach to pid {process.pid}: memray is not importable in the server's Python "
+            "environment: "
             "pip install memray there, or --no-memray (psutil metrics only)"
         )
         assert not (tmp_path / "run" / "memray").exists()
@@ -358,8 +399,15 @@ def test_an_idle_process_times_out_and_the_debugger_leaves_it_unharmed(tmp_path)
     process, _ = _python_without_memray(tmp_path, body)
     woken = []
     try:
-        result = attach(process.pid, MemrayFiles(tmp_path / "run"), checkpoint_interval=1.0, memory_interval_ms=50,
-                        max_bytes=None, timeout=2.0, wake=lambda: woken.append(1))  # fmt: skip
+        result = attach(
+            process.pid,
+            MemrayFiles(tmp_path / "run"),
+            checkpoint_interval=1.0,
+            memory_interval_ms=50,
+            max_bytes=None,
+            timeout=2.0,
+            wake=lambda: woken.append(1),
+        )
         assert result.tracked is False
         assert "the process did not run the attach code in time (idle, stopped" in (result.note or ""), result.note
         assert len(woken) >= 2  # the run's wake-up (a handshake to the server) was tried meanwhile

@@ -15,7 +15,8 @@ LEAK_BYTES = 2048
 BUDGET = 32.0
 
 
-@pytest.mark.slow  # `soak run` on the leaky target (tests/sampling/test_memray_soak.py) covers this in the default suite
+# `soak run` on the leaky target (tests/sampling/test_memray_soak.py) covers this in the default suite
+@pytest.mark.slow
 def test_leaky_target_names_the_leaking_line(tmp_path):
     target = TrackedTarget(tmp_path, ["runner.targets.leaky", "--leak-bytes", str(LEAK_BYTES)]).start()
     try:

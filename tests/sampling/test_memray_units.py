@@ -239,10 +239,26 @@ def test_launcher_tracks_a_target_in_this_process(tmp_path, monkeypatch):
     code = "import sys, time\nkept = [bytearray(1000) for _ in range(200)]\ntime.sleep(0.6)\nsys.exit(3)\n"
     try:
         with pytest.raises(SystemExit) as exit_info:
-            memray_launch.main([
-                "--capture", str(files.capture), "--checkpoints", str(files.checkpoints), "--control", str(files.control),
-                "--checkpoint-interval", "0.1", "--memory-interval-ms", "10", "--max-bytes", str(10**9), "--", "-u", "-c", code,
-            ])  # fmt: skip
+            memray_launch.main(
+                [
+                    "--capture",
+                    str(files.capture),
+                    "--checkpoints",
+                    str(files.checkpoints),
+                    "--control",
+                    str(files.control),
+                    "--checkpoint-interval",
+                    "0.1",
+                    "--memory-interval-ms",
+                    "10",
+                    "--max-bytes",
+                    str(10**9),
+                    "--",
+                    "-u",
+                    "-c",
+                    code,
+                ]
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
         import gc
