@@ -6,7 +6,7 @@ PROFILE ?= profiles/smoke.toml
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install soak soak-leaky soak-release test test-slow test-faults bench-selfsoak bench-detect bench-report bench-load bench-capacity bench-memray bench-runtime clean
+.PHONY: help install soak soak-leaky soak-release lint test test-slow test-faults bench-selfsoak bench-detect bench-report bench-load bench-capacity bench-memray bench-runtime clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,7 +28,12 @@ soak-leaky: $(STAMP) ## soak the bundled leaky target: must end LEAK (exit 1)
 soak-release: $(STAMP) ## the release check (until decided, 3-31 min, profiles/release.toml; TARGET="cmd --port {port}" for your server)
 	$(BIN)/soak run profiles/release.toml $(if $(TARGET),--target "$(TARGET)",) $(SOAK_ARGS)
 
-test: $(STAMP) ## run the test suite with coverage of runner/
+lint: $(STAMP) ## ruff (style, imports, bugbear) and mypy (strict on analysis/ and report/)
+	$(BIN)/ruff check runner tests bench
+	$(BIN)/ruff format --check runner tests bench
+	$(BIN)/mypy
+
+test: lint ## lint, types, then the test suite with coverage of runner/ (prints its slowest tests and its time)
 	$(BIN)/python -m pytest -m "not slow" --durations=15 --cov=runner --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## long soaks and fault tests behind the `slow` marker
