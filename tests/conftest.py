@@ -92,3 +92,44 @@ def soak(
         env={**os.environ, **(env or {})},
         cwd=cwd or ROOT,
     )
+
+
+def gdb_injection_problem() -> str | None:
+    """Why gdb cannot call a function inside a process on this machine (None when it can).
+
+    memray's attach runs code in the server through gdb. Some sandboxes let gdb attach but
+    not write the registers a call needs ("Couldn't write extended state status"); tests of a
+    real attach skip there, saying so, instead of failing on the machine.
+    """
+    global _GDB_PROBLEM
+    if _GDB_PROBLEM is not _UNKNOWN:
+        return _GDB_PROBLEM  # type: ignore[return-value]
+    import shutil
+    import time
+
+    if shutil.which("gdb") is None:
+        _GDB_PROBLEM = "gdb is not installed (apt-get install gdb): memray cannot attach without it"
+        return _GDB_PROBLEM
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.3)
+        done = subprocess.run(
+            ["gdb", "-p", str(sleeper.pid), "-batch", "-nx", "-ex", "call (int)getpid()"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        answered = f"= {sleeper.pid}" in done.stdout
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        _GDB_PROBLEM = None if answered else f"gdb cannot call into a process on this machine ({last})"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _GDB_PROBLEM = f"gdb cannot call into a process on this machine ({exc})"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    return _GDB_PROBLEM
+
+
+_UNKNOWN = object()
+_GDB_PROBLEM: object = _UNKNOWN

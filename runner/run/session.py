@@ -274,6 +274,10 @@ class Session(TargetSetup, Loops):
                 "(see the pre-check notes, the load_cpu column and the loop_lag columns of samples.jsonl)"
             )
 
+    def _drain_sampled(self) -> bool:
+        """True once a sample of the drain phase with no connection open is on disk (the record shows the drain)."""
+        return self.sampler is None or (self.last_sample.get("phase") == "drain" and self.last_sample.get("open") == 0)
+
     def _drain(self, *, allow_interrupt: bool = True, quick: bool = False) -> None:
         """Stop the users, wait for their connections to close, then idle through the cooldown."""
         if self.driver is None:
@@ -285,7 +289,9 @@ class Session(TargetSetup, Loops):
         counters = self.driver.counters
         try:
             closed = self.wait(
-                drain, until=lambda: stopping.dead and counters.open == 0, allow_interrupt=allow_interrupt
+                drain,
+                until=lambda: stopping.dead and counters.open == 0 and self._drain_sampled(),
+                allow_interrupt=allow_interrupt,
             )
             if not closed:
                 self.notes.append(f"{counters.open} connections were still open {drain:g}s after the load stopped")

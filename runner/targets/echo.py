@@ -20,7 +20,7 @@ IDLE_CLOSE = (1001, "idle timeout")
 
 
 def make_handler(args: argparse.Namespace) -> Handler:
-    idle = args.idle_timeout
+    idle = getattr(args, "idle_timeout", 0.0)
 
     async def echo(websocket: ServerConnection) -> None:
         if not idle:

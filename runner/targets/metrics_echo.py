@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import echo, leaky
-from ._serve import parser
+from ._serve import keepalive, parser
 
 CONNECTIONS = Counter("echo_connections", "WebSocket connections accepted")
 SESSIONS = Gauge("echo_sessions", "Sessions kept in memory")
@@ -60,7 +60,7 @@ async def _serve(args: argparse.Namespace) -> None:
         process_request=process_request,
         compression=None,
         max_queue=16,
-        ping_interval=None,
+        **keepalive(args),
     ):
         where = f"{args.host}:{args.port}"
         print(f"listening on ws://{where}/ (metrics on http://{where}/metrics)", flush=True)

@@ -28,11 +28,13 @@ from runner.sampling.memray_attach import (
     python_process_problem,
 )
 from runner.sampling.memray_capture import MemrayFiles, read_checkpoints
-from tests.conftest import ROOT, Server, soak, stop_process
+from tests.conftest import ROOT, Server, gdb_injection_problem, soak, stop_process
 
 needs_gdb = pytest.mark.skipif(
     shutil.which("gdb") is None, reason="gdb is not installed (apt-get install gdb): memray cannot attach without it"
 )
+#: A real attach (memray's gdb injection) needs gdb able to call into a process here.
+needs_gdb_injection = pytest.mark.skipif(gdb_injection_problem() is not None, reason=str(gdb_injection_problem()))
 
 SHORT = """
 name = "attach-{name}"
@@ -54,7 +56,7 @@ def _profile(tmp_path: Path, name: str, *, users: int, duration: str) -> Path:
     return path
 
 
-@needs_gdb
+@needs_gdb_injection
 def test_soak_attached_by_pid_tracks_the_heap_and_names_the_leaking_line(tmp_path):
     server = Server("runner.targets.leaky", "--leak-bytes", "2048")
     try:
@@ -371,7 +373,7 @@ def _python_without_memray(tmp_path: Path, body: str) -> tuple[subprocess.Popen,
     return process, ready
 
 
-@needs_gdb
+@needs_gdb_injection
 def test_a_server_without_memray_in_its_environment_gets_the_install_note(tmp_path):
     # allocates: gdb gets in
     busy = "for _ in range(2400):\n    time.sleep(0.05)\n    scratch = [bytearray(64) for _ in range(10)]"
@@ -392,7 +394,7 @@ def test_a_server_without_memray_in_its_environment_gets_the_install_note(tmp_pa
         stop_process(process)
 
 
-@needs_gdb
+@needs_gdb_injection
 def test_an_idle_process_times_out_and_the_debugger_leaves_it_unharmed(tmp_path):
     """No allocation, no signal check: gdb never gets in. It is interrupted and detaches cleanly."""
     body = "time.sleep(6)\nkept = [bytearray(100) for _ in range(1000)]\nprint('done', flush=True)"
