@@ -57,7 +57,7 @@ CENSUS_TOP = 60
 #: Chain search: most back-reference levels, most objects per level, most seconds.
 CHAIN_DEPTH = 10
 CHAIN_WIDTH = 200
-CHAIN_BUDGET = 5.0
+CHAIN_BUDGET = 8.0
 CHAIN_NODES = 2_000_000
 
 _CONTAINERS = (dict, list, set, frozenset, collections.deque)
@@ -123,6 +123,8 @@ class Probe:
         self._seen: dict[str, tuple[str, types.ModuleType, str]] = {}
         self._library_cache: dict[str, tuple[int, types.ModuleType, list[tuple[str, Any]]]] = {}
         self.closed = False
+        #: what the last chain search tried, for the log when it found nothing
+        self.tried: list[str] = []
 
     # --- module classification -------------------------------------------------------
 
@@ -380,8 +382,10 @@ class Probe:
             return {"type": name, "grew": grown[name], "path": path, "candidates": ranked[:5]}
         mine = {id(samples), *(id(item) for item in samples)}  # our own references are not the target's
         best: dict[str, Any] | None = None
+        self.tried = []
         for _, name, sample in samples[:5]:  # the richest first: the first path from a user global wins
             path = self._path_to_root(sample, began, mine)
+            self.tried.append(f"{name}: {'found' if path else 'no path'} at {time.perf_counter() - began:.1f} s")
             if path is not None:
                 found = {"type": name, "grew": grown[name], "path": path}
                 if path[0].split(".")[0] in self._seen:

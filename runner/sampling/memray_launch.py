@@ -265,7 +265,8 @@ class _Session:
             return
         finally:
             gc.freeze()
-        self.probe.write(event="chain", wall=time.time(), chain=found, ms=round((time.perf_counter() - began) * 1000, 1))
+        self.probe.write(event="chain", wall=time.time(), chain=found, tried=self.probe.tried,
+                         ms=round((time.perf_counter() - began) * 1000, 1))
 
     def _requested(self, word: str) -> bool:
         """Whether the runner wrote ``word`` (a line: ``freeze``, ``chain``) into the control file."""
