@@ -78,15 +78,19 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
     run = record.run
     target = dict(run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False})
     final = verdict or analysis.verdict
-    sites = leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis)) if record.memray else list(run.get("sites", []))
-    coverage = coverage_note(sites, python_allocators=bool((record.memray or {}).get("python_allocators"))) if final is Verdict.LEAK else None
+    if record.memray:
+        sites = leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis))
+    else:
+        sites = list(run.get("sites", []))
+    exact = bool((record.memray or {}).get("python_allocators"))
+    coverage = coverage_note(sites, python_allocators=exact) if final is Verdict.LEAK else None
     return {
         "schema_version": SCHEMA_VERSION,
         "verdict": final.value,
         "exit_code": final.exit_code,
         "reasons": reasons if reasons is not None else analysis.reasons,
-        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", []))
-        + list(analysis.notes) + ([coverage] if coverage else []),
+        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", []))
+        + list((record.memray or {}).get("notes", [])) + list(analysis.notes) + ([coverage] if coverage else []),
         "profile": record.profile.name,
         "started_at": record.meta.get("started_at"),
         "ended_at": run.get("ended_at"),
