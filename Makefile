@@ -40,8 +40,9 @@ test-faults: $(STAMP) ## every fault test (crashes, signals, hangs, exposure; re
 bench-selfsoak: $(STAMP) ## the runner soaked for 30 min, its own RSS judged by its own leak analysis (SELFSOAK_ARGS=...)
 	$(BIN)/python bench/selfsoak.py $(SELFSOAK_ARGS)
 
-bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECORD=1 re-soaks the corpus first, ~25 min)
+bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/ (RECORD=1 re-soaks the corpus first, ~25 min; ATTRIBUTION=1 re-soaks the memray leak shapes, ~15 min)
 	$(if $(RECORD),$(BIN)/python bench/detect.py record,)
+	$(if $(ATTRIBUTION),$(BIN)/python bench/detect.py attribution,)
 	$(BIN)/python bench/detect.py table $(BENCH_ARGS)
 
 bench-report: $(STAMP) ## report generation for a 12-hour run at 0.5 s (86,400 samples): seconds and peak memory

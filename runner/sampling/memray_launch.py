@@ -219,7 +219,9 @@ class _Session:
             if not self._tracking:
                 return
             self._tracking = False
-            self._checkpoint(full=True)  # a last collected point, close to the end
+            # A last collected point, close to the end: incremental (a full collection of a large leaked
+            # graph takes seconds, and the runner SIGKILLs a target that does not exit in time).
+            self._checkpoint(full=not self._frozen)
             if not self._chained:
                 self._write_chain()
             self.tracker.__exit__(None, None, None)
