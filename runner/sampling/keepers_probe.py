@@ -378,13 +378,13 @@ class Probe:
         ranked = [name for _, name, _ in samples]
         forward = self._path_from_globals(ranked[:5], began)
         if forward is not None:
-            name, path = forward
-            return {"type": name, "grew": grown[name], "path": path, "candidates": ranked[:5]}
+            found_type, route = forward
+            return {"type": found_type, "grew": grown[found_type], "path": route, "candidates": ranked[:5]}
         mine = {id(samples), *(id(item) for item in samples)}  # our own references are not the target's
         best: dict[str, Any] | None = None
         self.tried = []
         for _, name, sample in samples[:5]:  # the richest first: the first path from a user global wins
-            path = self._path_to_root(sample, began, mine)
+            path: list[str] | None = self._path_to_root(sample, began, mine)
             self.tried.append(f"{name}: {'found' if path else 'no path'} at {time.perf_counter() - began:.1f} s")
             if path is not None:
                 found = {"type": name, "grew": grown[name], "path": path}
@@ -558,9 +558,8 @@ class Probe:
             return f"coroutine {_code_label(obj.cr_code, self._cwd)}"
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and isinstance(obj, asyncio.Task):
-            coro = obj.get_coro()
-            code = getattr(coro, "cr_code", None)
-            return f"asyncio task {_code_label(code, self._cwd)}" if code is not None else "asyncio task"
+            task_code: types.CodeType | None = getattr(obj.get_coro(), "cr_code", None)
+            return f"asyncio task {_code_label(task_code, self._cwd)}" if task_code is not None else "asyncio task"
         return type(obj).__name__
 
     def _hop(self, obj: Any, child: Any) -> list[str] | None:
