@@ -282,9 +282,14 @@ class Probe:
         registry = getattr(getattr(asyncio, "tasks", None), "_all_tasks", None)
         if registry is None:
             return {}
-        tasks = self._values(registry)
+        # The WeakSet's own set of references, copied in one C call: iterating the WeakSet runs Python
+        # code, and the event loop adds and drops tasks meanwhile (tens of thousands of them in a leak).
+        refs = self._values(getattr(registry, "data", registry))
+        tasks = [ref() if callable(ref) else ref for ref in refs]
         groups: dict[str, list[Any]] = {}
         for task in tasks:
+            if task is None:
+                continue
             try:
                 if task.done():
                     continue

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "site_meaning", "coverage_note", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "site_meaning",
+           "coverage_note", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
 
 #: Share of the steady window (by closed connections) skipped as warm-up.
 WARMUP_FRACTION = 0.25
@@ -138,7 +139,17 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
             }
         )
     found.sort(key=lambda s: s["bytes_per_connection"], reverse=True)
-    return found[:limit]
+    found = found[:limit]
+    shares = [s["share"] for s in found if s["share"] is not None]
+    if shares and sum(shares) < 0.5 and not reduced.get("python_allocators"):
+        # The sites do not add up to the heap's growth: small objects sit in pymalloc arenas charged
+        # to other allocations, so any site here may read low.
+        for site in found:
+            if not site["approximate"]:
+                site["approximate"] = True
+                site["meaning"] = site_meaning(site["location"], site["function"], library=site["library"],
+                                               approximate=False, unexplained=True)
+    return found
 
 
 def _package(location: str) -> str:
@@ -155,8 +166,12 @@ def _package(location: str) -> str:
     return parts[-1].split(":")[0]
 
 
-def site_meaning(location: str, function: str, *, library: bool, approximate: bool) -> str:
-    """The sentence the report and the terminal give a site: what its growth means for the reader."""
+def site_meaning(location: str, function: str, *, library: bool, approximate: bool, unexplained: bool = False) -> str:
+    """The sentence the report and the terminal give a site: what its growth means for the reader.
+
+    ``approximate``: most of the site's bytes are pymalloc arenas; ``unexplained``: the sites
+    together explain under half of the heap's growth, so any of them may read low.
+    """
     if library:
         package = _package(location)
         text = (f"{package} allocates these ({function}) for every connection and they are never freed: "
@@ -166,6 +181,10 @@ def site_meaning(location: str, function: str, *, library: bool, approximate: bo
     if approximate:
         text += ("; this site's figure is approximate because most of its bytes are pymalloc arenas, charged to "
                  "whichever allocation opened them (target.memray_python_allocators = true counts each object)")
+    elif unexplained:
+        text += ("; this site's figure is approximate because the sites explain under half of the heap's growth: "
+                 "small objects sit in pymalloc arenas charged to other allocations, so it may read low "
+                 "(target.memray_python_allocators = true counts each object)")
     return text
 
 
