@@ -25,6 +25,8 @@ WARMUP_FRACTION = 0.25
 MAX_SITES = 10
 #: Fewest checkpoints in the window before a site slope is given.
 MIN_POINTS = 6
+#: Below this many bytes per connection a site keeps less than one small Python object and its slot.
+SMALL_OBJECT_BYTES = 64
 #: Fewest checkpoints for any site slope (then marked ``thin``, warm-up included).
 THIN_MIN_POINTS = 3
 #: Sites growing by less than this many bytes per connection are not listed at all.
@@ -141,14 +143,19 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
     found.sort(key=lambda s: s["bytes_per_connection"], reverse=True)
     found = found[:limit]
     shares = [s["share"] for s in found if s["share"] is not None]
-    if shares and sum(shares) < 0.5 and not reduced.get("python_allocators"):
-        # The sites do not add up to the heap's growth: small objects sit in pymalloc arenas charged
-        # to other allocations, so any site here may read low.
-        for site in found:
-            if not site["approximate"]:
-                site["approximate"] = True
-                site["meaning"] = site_meaning(site["location"], site["function"], library=site["library"],
-                                               approximate=False, unexplained=True)
+    exact = bool(reduced.get("python_allocators"))
+    unexplained = bool(shares) and sum(shares) < 0.5
+    arenas_elsewhere = any(s["approximate"] for s in found)
+    for site in found:
+        # Without python-allocator tracing, small objects sit in pymalloc arenas charged to whichever
+        # allocation opened them: when the sites do not add up to the heap's growth, or arenas were
+        # charged to other sites and this one keeps less than a small object costs, it may read low.
+        if not exact and not site["approximate"] and (
+            unexplained or (arenas_elsewhere and site["bytes_per_connection"] < SMALL_OBJECT_BYTES)
+        ):
+            site["approximate"] = True
+            site["meaning"] = site_meaning(site["location"], site["function"], library=site["library"],
+                                           approximate=False, unexplained=True)
     return found
 
 
@@ -169,8 +176,8 @@ def _package(location: str) -> str:
 def site_meaning(location: str, function: str, *, library: bool, approximate: bool, unexplained: bool = False) -> str:
     """The sentence the report and the terminal give a site: what its growth means for the reader.
 
-    ``approximate``: most of the site's bytes are pymalloc arenas; ``unexplained``: the sites
-    together explain under half of the heap's growth, so any of them may read low.
+    ``approximate``: most of the site's bytes are pymalloc arenas; ``unexplained``: the site may
+    read low (the sites explain under half of the heap's growth, or it keeps less than a small object).
     """
     if library:
         package = _package(location)
@@ -182,8 +189,8 @@ def site_meaning(location: str, function: str, *, library: bool, approximate: bo
         text += ("; this site's figure is approximate because most of its bytes are pymalloc arenas, charged to "
                  "whichever allocation opened them (target.memray_python_allocators = true counts each object)")
     elif unexplained:
-        text += ("; this site's figure is approximate because the sites explain under half of the heap's growth: "
-                 "small objects sit in pymalloc arenas charged to other allocations, so it may read low "
+        text += ("; this site's figure is approximate because, without python-allocator tracing, small objects sit "
+                 "in pymalloc arenas charged to other allocations, so it may read low "
                  "(target.memray_python_allocators = true counts each object)")
     return text
 
