@@ -45,8 +45,9 @@ test-faults: $(STAMP) ## every fault test (crashes, signals, hangs, exposure; re
 bench-selfsoak: $(STAMP) ## the runner soaked for 30 min, its own RSS judged by its own leak analysis (SELFSOAK_ARGS=...)
 	$(BIN)/python bench/selfsoak.py $(SELFSOAK_ARGS)
 
-bench-detect: $(STAMP) ## leak-detection benchmark tables from bench/data/, fixed windows and run-until-decided looks (RECORD=1 re-soaks the corpus first, ~30 min)
+bench-detect: $(STAMP) ## leak-detection tables from bench/data/: fixed windows, run-until-decided looks (RECORD=1 re-soaks the corpus, ~30 min; ATTRIBUTION=1 re-soaks the memray leak shapes, ~15 min)
 	$(if $(RECORD),$(BIN)/python bench/detect.py record,)
+	$(if $(ATTRIBUTION),$(BIN)/python bench/detect.py attribution,)
 	$(BIN)/python bench/detect.py table $(BENCH_ARGS)
 	$(BIN)/python bench/detect.py looks $(BENCH_ARGS)
 

@@ -4,6 +4,13 @@ plus many cheap replicates made by replaying recorded real series with synthetic
     python bench/detect.py record [--only NAME ...]   # end-to-end soaks of bench/targets/corpus.py (~20 min)
     python bench/detect.py table [--replicates N]     # the table, from bench/data/ only (a few minutes)
     python bench/detect.py looks [--replicates N]     # run until decided: the replay with the runner's looks
+    python bench/detect.py attribution [--only NAME]  # soak the Python leak shapes under memray (~15 min)
+
+``attribution`` soaks the servers of tests/servers/ (a closure listener on a module-level
+list, a dict of sessions, an asyncio task per connection, small ``bytes`` of 64 B to 8 KB)
+under memray and keeps, per shape and size, what the run named: the container or task that
+keeps the memory, and the allocating line with its bytes per connection against the truth
+(``bench/data/attribution.json``); ``table`` prints it when that file is there.
 
 ``record`` runs ``soak run`` (real Locust, real psutil, 127.0.0.1 only) once per corpus
 case and keeps a compact copy of each run's samples (plus the server's own traced-heap
@@ -39,7 +46,7 @@ from runner.analysis import Verdict, analyse  # noqa: E402
 from runner.analysis.sequential import plan_looks, replay_looks  # noqa: E402
 from runner.profile import AnalysisSettings  # noqa: E402
 
-__all__ = ["CASES", "Case", "replay_samples", "heap_samples", "main"]
+__all__ = ["CASES", "Case", "SHAPES", "Shape", "attribution", "attribution_table", "replay_samples", "heap_samples", "main"]
 
 DATA = ROOT / "bench" / "data"
 CORPUS = ROOT / "bench" / "targets" / "corpus.py"
@@ -124,6 +131,103 @@ def record(cases: Sequence[Case]) -> None:
                 shutil.copy(heap_log, DATA / f"{case.name}.heap.jsonl")
             print(f"{case.name}: exit {result.returncode} in {elapsed:.0f} s, {len(compact)} samples, "
                   f"{compact[-1]['closed'] if compact else 0} connections", flush=True)
+
+
+# --- attribution (memray: which line, which container, how many bytes) ----------------------
+
+ATTRIBUTION = DATA / "attribution.json"
+ATTRIBUTION_PROFILE = """\
+[target]
+command = {command!r}
+memray = true
+memray_python_allocators = {exact}
+[load]
+users = 20
+spawn_rate = 40
+duration = "{duration}"
+messages = 1
+[phases]
+baseline = "1s"
+drain = "5s"
+cooldown = "1s"
+"""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One Python leak shape with its truth: the keeper to name, the line and its bytes per connection."""
+
+    name: str
+    server: str
+    args: str
+    keeper: str  # a container name, or "task <coroutine label>"
+    line: str | None  # the allocating user line, when the leak has one
+    truth: float | None  # its bytes per connection
+    exact: bool = False  # memray_python_allocators
+    duration: str = "45s"
+
+
+SHAPES = [
+    Shape("listener", "listener", "", "listener.LISTENERS", "tests/servers/listener.py:16", 1024 + 57),
+    Shape("sessions", "sessions", "", "sessions.SESSIONS", "tests/servers/sessions.py:16", 1024 + 57),
+    Shape("heartbeat", "heartbeat", "", "task heartbeat at tests/servers/heartbeat.py:9", None, None),
+    *[Shape(f"bytes-{n}", "smallbytes", f"--bytes {n}", "smallbytes.AUDIT", "tests/servers/smallbytes.py:13", n + 33 + 8)
+      for n in (64, 200, 2048, 8192)],
+    *[Shape(f"bytes-{n}-exact", "smallbytes", f"--bytes {n}", "smallbytes.AUDIT", "tests/servers/smallbytes.py:13",
+            n + 33 + 8, exact=True) for n in (64, 200, 2048, 8192)],
+]
+
+
+def attribution(shapes: Sequence[Shape]) -> None:
+    """Soak each shape under memray; keep what it named in bench/data/attribution.json."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    results = json.loads(ATTRIBUTION.read_text()) if ATTRIBUTION.exists() else {}
+    for shape in shapes:
+        with tempfile.TemporaryDirectory(prefix="soak-attribution-") as tmp:
+            command = f"{{python}} tests/servers/{shape.server}.py --port {{port}} {shape.args}".strip()
+            profile = Path(tmp) / "profile.toml"
+            profile.write_text(ATTRIBUTION_PROFILE.format(command=command, exact=str(shape.exact).lower(),
+                                                          duration=shape.duration), encoding="utf-8")
+            out = Path(tmp) / "run"
+            subprocess.run([sys.executable, "-m", "runner", "run", str(profile), "--out", str(out), "--quiet"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+            summary = json.loads((out / "summary.json").read_text())
+        keepers = summary.get("keepers") or {}
+        named = [c["name"] for c in keepers.get("containers", [])] + [f"task {t['coroutine']}" for t in keepers.get("tasks", [])]
+        site = next((s for s in summary.get("sites", []) if s["location"] == shape.line), None)
+        heap = (summary.get("metrics") or {}).get("heap") or {}
+        results[shape.name] = {
+            "verdict": summary["verdict"], "keeper_named": shape.keeper in named, "named": named[:3],
+            "chain": (keepers.get("chain") or {}).get("text"), "site_bytes": site["bytes_per_connection"] if site else None,
+            "site_approximate": bool(site and site.get("approximate")), "truth": shape.truth,
+            "heap_per_connection": heap.get("slope_per_connection"), "checkpoints": keepers.get("checkpoints"),
+            "connections": summary["load"]["connections_closed"], "exact": shape.exact,
+        }
+        print(f"{shape.name}: {results[shape.name]}", flush=True)
+        ATTRIBUTION.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def attribution_table() -> list[str]:
+    """The attribution table from bench/data/attribution.json (empty when it was never recorded)."""
+    if not ATTRIBUTION.exists():
+        return []
+    results = json.loads(ATTRIBUTION.read_text())
+    lines = ["| shape | python allocators | verdict | keeper named | line's bytes/conn (truth) | within ±50% | chain |",
+             "|---|---|---|---|---|---|---|"]
+    for shape in SHAPES:
+        r = results.get(shape.name)
+        if r is None:
+            continue
+        if shape.truth is None:
+            figure, within = "-", "-"
+        elif r["site_bytes"] is None:
+            figure, within = f"not named ({shape.truth:.0f})", "no"
+        else:
+            figure = f"{r['site_bytes']:.0f}{' approx.' if r['site_approximate'] else ''} ({shape.truth:.0f})"
+            within = "yes" if 0.5 * shape.truth <= r["site_bytes"] <= 1.5 * shape.truth else "no"
+        lines.append(f"| {shape.name} | {'on' if shape.exact else 'off'} | {r['verdict']} | "
+                     f"{'yes' if r['keeper_named'] else 'no'} | {figure} | {within} | {r['chain'] or '-'} |")
+    return lines
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -489,6 +593,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="soak every corpus case end to end and keep its series in bench/data/")
     rec.add_argument("--only", nargs="*", default=None, help="case names to record (default: all)")
+    att = sub.add_parser("attribution", help="soak the Python leak shapes under memray: keeper, line, bytes")
+    att.add_argument("--only", nargs="*", default=None, help="shape names (default: all)")
     tab = sub.add_parser("table", help="the detection tables, from bench/data/ only")
     tab.add_argument("--replicates", type=int, default=50, help="replicates per detection cell (default 50)")
     tab.add_argument("--decoy-replicates", type=int, default=100, help="replicates per decoy cell (default 100)")
@@ -500,6 +606,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.command == "record":
         chosen = [c for c in CASES if args.only is None or c.name in args.only]
         record(chosen)
+        return 0
+    if args.command == "attribution":
+        attribution([s for s in SHAPES if args.only is None or s.name in args.only])
+        print("\n".join(attribution_table()))
         return 0
     settings = AnalysisSettings()
     started = time.perf_counter()
@@ -519,6 +629,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     print("\n".join(detection_table(args.replicates, settings, args.seed)))
     print("\n## Replay: benign decoys (decoy shapes laid on recorded clean series)\n")
     print("\n".join(decoy_table(args.decoy_replicates, settings, args.seed)))
+    if ATTRIBUTION.exists():
+        print("\n## Attribution: what keeps the memory, and the line's bytes per connection (memray)\n")
+        print("\n".join(attribution_table()))
     print(f"\n(analysis time: {time.perf_counter() - started:.0f} s for all tables)")
     return 0
 

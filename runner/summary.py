@@ -158,8 +158,8 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "verdict": final.value,
         "exit_code": final.exit_code,
         "reasons": reasons if reasons is not None else analysis.reasons,
-        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", [])) + list((record.memray or {}).get("notes", []))
-        + list(analysis.notes) + ([coverage] if coverage else []),
+        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", []))
+        + list((record.memray or {}).get("notes", [])) + list(analysis.notes) + ([coverage] if coverage else []),
         "profile": record.profile.name,
         "started_at": record.meta.get("started_at"),
         "ended_at": run.get("ended_at"),

@@ -154,15 +154,23 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
                     kind = "functions" if name.startswith("function ") else "objects"
                     text = f"{found['per_connection']:.2f} {what} {kind} kept per connection"
                     out["objects"].append({"type": name, **found, "text": text})
-    for key in ("containers", "tasks", "threads", "objects"):
+    grown_types = {item["type"] for item in out["objects"]}
+    for key in ("containers", "tasks", "threads"):
         out[key].sort(key=lambda item: item["per_connection"], reverse=True)
+    # the user's own functions (closures such as listeners) and classes first, then the rest, most per connection first
+    containers = keepers.get("containers") or {}
+    user_modules = {"__main__"} | {name.split(".")[0] for name, c in containers.items() if c.get("file")}
+    out["objects"].sort(key=lambda item: (item["type"].startswith("function "),
+                                          item["type"].split(".")[0] in user_modules,
+                                          item["per_connection"]), reverse=True)
+    for key in ("containers", "tasks", "threads", "objects"):
         out[key] = out[key][:MAX_LISTED]
     chain = keepers.get("chain")
-    named = {item["type"] for item in out["objects"]}
     # a path to a type that grew per connection (or, when too few full collections could say, while something grew)
     relevant = False
     if chain:
-        relevant = chain.get("type") in named if judged else bool(out["containers"] or out["tasks"] or out["threads"])
+        something = bool(out["containers"] or out["tasks"] or out["threads"])
+        relevant = chain.get("type") in grown_types if judged else something
     if chain and chain.get("path") and relevant:
         out["chain"] = {"type": chain.get("type"), "path": list(chain["path"]), "text": " -> ".join(chain["path"])}
     elif chain and chain.get("error"):

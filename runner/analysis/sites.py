@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "site_meaning", "coverage_note", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "site_meaning",
+           "coverage_note", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
 
 #: Share of the steady window (by closed connections) skipped as warm-up.
 WARMUP_FRACTION = 0.25
@@ -25,6 +26,8 @@ WARMUP_FRACTION = 0.25
 MAX_SITES = 10
 #: Fewest checkpoints in the window before a site slope is given.
 MIN_POINTS = 6
+#: Below this many bytes per connection a site keeps less than one small Python object and its slot.
+SMALL_OBJECT_BYTES = 64
 #: Fewest checkpoints for any site slope (then marked ``thin``, warm-up included).
 THIN_MIN_POINTS = 3
 #: Sites growing by less than this many bytes per connection are not listed at all.
@@ -144,7 +147,22 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
             entry["instances_per_connection"] = round(float(stats.theilslopes(c, x)[0]), 3) if np.ptp(c) else 0.0
         found.append(entry)
     found.sort(key=lambda s: s["bytes_per_connection"], reverse=True)
-    return found[:limit]
+    found = found[:limit]
+    shares = [s["share"] for s in found if s["share"] is not None]
+    exact = bool(reduced.get("python_allocators"))
+    unexplained = bool(shares) and sum(shares) < 0.5
+    arenas_elsewhere = any(s["approximate"] for s in found)
+    for site in found:
+        # Without python-allocator tracing, small objects sit in pymalloc arenas charged to whichever
+        # allocation opened them: when the sites do not add up to the heap's growth, or arenas were
+        # charged to other sites and this one keeps less than a small object costs, it may read low.
+        if not exact and not site["approximate"] and (
+            unexplained or (arenas_elsewhere and site["bytes_per_connection"] < SMALL_OBJECT_BYTES)
+        ):
+            site["approximate"] = True
+            site["meaning"] = site_meaning(site["location"], site["function"], library=site["library"],
+                                           approximate=False, unexplained=True)
+    return found
 
 
 def _package(location: str) -> str:
@@ -161,8 +179,12 @@ def _package(location: str) -> str:
     return parts[-1].split(":")[0]
 
 
-def site_meaning(location: str, function: str, *, library: bool, approximate: bool) -> str:
-    """The sentence the report and the terminal give a site: what its growth means for the reader."""
+def site_meaning(location: str, function: str, *, library: bool, approximate: bool, unexplained: bool = False) -> str:
+    """The sentence the report and the terminal give a site: what its growth means for the reader.
+
+    ``approximate``: most of the site's bytes are pymalloc arenas; ``unexplained``: the site may
+    read low (the sites explain under half of the heap's growth, or it keeps less than a small object).
+    """
     if library:
         package = _package(location)
         text = (f"{package} allocates these ({function}) for every connection and they are never freed: "
@@ -172,6 +194,10 @@ def site_meaning(location: str, function: str, *, library: bool, approximate: bo
     if approximate:
         text += ("; this site's figure is approximate because most of its bytes are pymalloc arenas, charged to "
                  "whichever allocation opened them (target.memray_python_allocators = true counts each object)")
+    elif unexplained:
+        text += ("; this site's figure is approximate because, without python-allocator tracing, small objects sit "
+                 "in pymalloc arenas charged to other allocations, so it may read low "
+                 "(target.memray_python_allocators = true counts each object)")
     return text
 
 

@@ -57,7 +57,7 @@ CENSUS_TOP = 60
 #: Chain search: most back-reference levels, most objects per level, most seconds.
 CHAIN_DEPTH = 10
 CHAIN_WIDTH = 200
-CHAIN_BUDGET = 5.0
+CHAIN_BUDGET = 8.0
 CHAIN_NODES = 2_000_000
 
 _CONTAINERS = (dict, list, set, frozenset, collections.deque)
@@ -123,6 +123,8 @@ class Probe:
         self._seen: dict[str, tuple[str, types.ModuleType, str]] = {}
         self._library_cache: dict[str, tuple[int, types.ModuleType, list[tuple[str, Any]]]] = {}
         self.closed = False
+        #: what the last chain search tried, for the log when it found nothing
+        self.tried: list[str] = []
 
     # --- module classification -------------------------------------------------------
 
@@ -280,9 +282,14 @@ class Probe:
         registry = getattr(getattr(asyncio, "tasks", None), "_all_tasks", None)
         if registry is None:
             return {}
-        tasks = self._values(registry)
+        # The WeakSet's own set of references, copied in one C call: iterating the WeakSet runs Python
+        # code, and the event loop adds and drops tasks meanwhile (tens of thousands of them in a leak).
+        refs = self._values(getattr(registry, "data", registry))
+        tasks = [ref() if callable(ref) else ref for ref in refs]
         groups: dict[str, list[Any]] = {}
         for task in tasks:
+            if task is None:
+                continue
             try:
                 if task.done():
                     continue
@@ -376,14 +383,15 @@ class Probe:
         ranked = [name for _, name, _ in samples]
         forward = self._path_from_globals(ranked[:5], began)
         if forward is not None:
-            name, path = forward
-            return {"type": name, "grew": grown[name], "path": path, "candidates": ranked[:5]}
+            found_type, route = forward
+            return {"type": found_type, "grew": grown[found_type], "path": route, "candidates": ranked[:5]}
         mine = {id(samples), *(id(item) for item in samples)}  # our own references are not the target's
         best: dict[str, Any] | None = None
+        self.tried = []
         for _, name, sample in samples[:5]:  # the richest first: the first path from a user global wins
-            root_path = self._path_to_root(sample, began, mine)
-            if root_path is not None:
-                path = root_path
+            path: list[str] | None = self._path_to_root(sample, began, mine)
+            self.tried.append(f"{name}: {'found' if path else 'no path'} at {time.perf_counter() - began:.1f} s")
+            if path is not None:
                 found = {"type": name, "grew": grown[name], "path": path}
                 if path[0].split(".")[0] in self._seen:
                     return found
@@ -555,8 +563,7 @@ class Probe:
             return f"coroutine {_code_label(obj.cr_code, self._cwd)}"
         asyncio = sys.modules.get("asyncio")
         if asyncio is not None and isinstance(obj, asyncio.Task):
-            coro = obj.get_coro()
-            task_code = getattr(coro, "cr_code", None)
+            task_code: types.CodeType | None = getattr(obj.get_coro(), "cr_code", None)
             return f"asyncio task {_code_label(task_code, self._cwd)}" if task_code is not None else "asyncio task"
         return type(obj).__name__
 

@@ -323,7 +323,8 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
             diff = diffs.get(key)
             if diff is None:
                 diff = diffs[key] = np.zeros(len(points) + 1)
-                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4], "live": 0.0, "arena": 0.0, "library": not user}
+                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4], "live": 0.0, "arena": 0.0,
+                             "library": not user}
             np.add.at(diff, first[live], sizes[live])
             np.add.at(diff, stop[live], -sizes[live])
             weight = float(sizes[live].sum())

@@ -28,8 +28,17 @@ What the launcher adds to the target, and why:
   into ``--control`` (it does so once the target accepts its first handshake, before any
   load), the launcher collects once and calls ``gc.freeze()``: the start-up objects move
   to the permanent generation and later collections walk only what the run created.
-  The checkpoint period also stretches so collections never take more than
-  :data:`GC_BUDGET` of the target's time.
+- **Checkpoints that do not stretch as a leak grows.** After that, each checkpoint
+  collects and freezes again, so the next one walks only what was allocated since (a few
+  ms of CPU, where a full collection of a leaked graph took 1.4 s); a full collection
+  (unfreeze, collect, count objects by type, freeze) runs when it costs at most
+  :data:`GC_BUDGET` of the checkpoint thread's CPU time, and at least every
+  :data:`FULL_MIN_INTERVAL` seconds. Checkpoints are paced on CPU time, not wall time:
+  the wall time also counts the slices the target's own threads ran meanwhile.
+- **What keeps the memory.** At every checkpoint ``keepers_probe.py`` (loaded by path)
+  writes the lengths of the containers reachable from module globals, the live asyncio
+  tasks and the threads to ``memray/keepers.jsonl``; when the runner writes ``chain``
+  (the drain starts) it traces a back-reference chain for the type that grew.
 - **A size cap.** When the capture file passes ``--max-bytes`` the tracker is stopped
   (the capture stays valid) and an event says when, so a nightly run cannot fill the
   disk; the psutil metrics go on.
@@ -187,7 +196,8 @@ class _Session:
         self._next_full = 0.0
         self._frozen = False
         self._chained = False
-        self.probe = _load_probe().Probe(getattr(args, "keepers", None) or os.path.join(os.path.dirname(args.checkpoints), "keepers.jsonl"))
+        keepers = getattr(args, "keepers", None) or os.path.join(os.path.dirname(args.checkpoints), "keepers.jsonl")
+        self.probe = _load_probe().Probe(keepers)
         self.censuses: list[dict[str, int]] = []
 
     def start(self) -> None:
@@ -209,7 +219,9 @@ class _Session:
             if not self._tracking:
                 return
             self._tracking = False
-            self._checkpoint(full=True)  # a last collected point, close to the end
+            # A last collected point, close to the end: incremental (a full collection of a large leaked
+            # graph takes seconds, and the runner SIGKILLs a target that does not exit in time).
+            self._checkpoint(full=not self._frozen)
             if not self._chained:
                 self._write_chain()
             self.tracker.__exit__(None, None, None)
@@ -248,8 +260,10 @@ class _Session:
         if not full or not self._frozen:
             self._gc_seconds = seconds  # what the next checkpoint will cost: paces them
         wall = time.time()
-        self.log.write(wall=wall, gc=collected, gc_ms=round(wall_seconds * 1000, 2), cpu_ms=round(seconds * 1000, 2), full=full)
-        self.probe.write(wall=wall, full=full, containers=containers, tasks=tasks, threads=threads, census=census, **walk)
+        self.log.write(wall=wall, gc=collected, gc_ms=round(wall_seconds * 1000, 2), cpu_ms=round(seconds * 1000, 2),
+                       full=full)
+        self.probe.write(wall=wall, full=full, containers=containers, tasks=tasks, threads=threads, census=census,
+                         **walk)
 
     def _write_chain(self) -> None:
         """For the type that grew most between the first and last census, a path from a module global."""
@@ -265,7 +279,8 @@ class _Session:
             return
         finally:
             gc.freeze()
-        self.probe.write(event="chain", wall=time.time(), chain=found, ms=round((time.perf_counter() - began) * 1000, 1))
+        self.probe.write(event="chain", wall=time.time(), chain=found, tried=self.probe.tried,
+                         ms=round((time.perf_counter() - began) * 1000, 1))
 
     def _requested(self, word: str) -> bool:
         """Whether the runner wrote ``word`` (a line: ``freeze``, ``chain``) into the control file."""

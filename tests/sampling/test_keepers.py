@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import numpy as np
 import pytest
 
 from runner.analysis.keepers import grows, keeper_lines, keepers_summary
-from runner.sampling.memray_capture import ensure_reduced
-from runner.sampling.memray_run import request_chain
-from runner.analysis.sites import coverage_note, leak_sites, site_meaning
-from tests.conftest import Server, soak
+from runner.sampling import memray_launch
+from runner.sampling.memray_attach import attach_payload, detach_payload
+from runner.sampling.memray_capture import MemrayFiles, ensure_reduced, read_checkpoints
+from runner.sampling.memray_run import request_chain, request_freeze
+from runner.analysis.sites import coverage_note, site_meaning
+from tests.conftest import ROOT, Server, free_port, soak, stop_process, wait_for_port
 from tests.sampling._harness import TrackedTarget
 
 PROFILE = """
@@ -111,7 +115,8 @@ def test_listener_leak_names_the_list_the_line_and_the_chain(tmp_path):
     container = keepers["containers"][0]
     assert container["name"] == "listener.LISTENERS" and container["type"] == "list", keepers
     assert 0.9 <= container["per_connection"] <= 1.1
-    assert "kept by: listener.LISTENERS (list) grows 1.0" in result.stdout, result.stdout
+    assert "kept by: listener.LISTENERS (list) grows " in result.stdout, result.stdout
+    assert "chain: listener.LISTENERS[" in result.stdout
     assert summary["schema_version"] >= 3
     assert keepers["checkpoints"] >= 8, keepers  # about one a second: they no longer stretch as the leak grows
     sites = {s["location"]: s for s in summary["sites"]}
@@ -120,7 +125,9 @@ def test_listener_leak_names_the_list_the_line_and_the_chain(tmp_path):
     assert any(s["library"] and "websockets allocates these" in s["meaning"] for s in summary["sites"])
     chain = keepers["chain"]
     assert chain is not None and chain["path"][0].startswith("listener.LISTENERS["), keepers
-    assert any("<lambda> at tests/servers/listener.py:17" in hop for hop in chain["path"]), chain
+    assert chain["path"][1:] == ["<lambda> at tests/servers/listener.py:17", "ServerConnection"], chain
+    if keepers["objects"]:  # counted at full collections only: a 20 s run may have too few of them
+        assert keepers["objects"][0]["type"].endswith("<lambda> at tests/servers/listener.py:17"), keepers["objects"]
     assert "listener.LISTENERS" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
 
 
@@ -141,7 +148,67 @@ def test_clean_server_whose_cache_fills_names_nothing(tmp_path):
     out = keepers_summary(raw, samples)
     assert out["containers"] == [] and out["tasks"] == [] and out["threads"] == [], out
     assert out["chain"] is None, out
-    assert all(not s["over_budget"] for s in leak_sites(reduced, samples, budget=32.0))
+
+
+#: A server that runs what it finds in ``attach.py``/``detach.py`` the way memray's injector runs the
+#: attach payload (exec of its source inside the live process), so the payload's session is tested
+#: without gdb; the gdb path itself is covered by tests/sampling/test_memray_attach.py.
+INJECTED = (
+    "import os, runpy, sys, threading, time\n"
+    "def agent(folder):\n"
+    "    for name in ('attach', 'detach'):\n"
+    "        path = os.path.join(folder, name + '.py')\n"
+    "        while not os.path.exists(path):\n"
+    "            time.sleep(0.05)\n"
+    "        try:\n"
+    "            exec(compile(open(path).read(), path, 'exec'), {'__name__': '_soak_runner_payload'})\n"
+    "        finally:\n"
+    "            open(path + '.done', 'w').close()\n"
+    "threading.Thread(target=agent, args=(sys.argv[1],), daemon=True).start()\n"
+    "script = sys.argv[3]\n"
+    "sys.argv = [script, '--port', sys.argv[2]]\n"
+    "runpy.run_path(script, run_name='__main__')\n"
+)
+
+
+def _wait_for(path: Path, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_the_attach_payload_measures_keepers_like_the_launcher(tmp_path):
+    """The --pid payload builds the launcher's own session: the same keepers, the same chain."""
+    files = MemrayFiles(tmp_path)
+    files.root.mkdir()
+    port = free_port()
+    script = str(Path(__file__).resolve().parent.parent / "servers" / "listener.py")
+    process = subprocess.Popen([sys.executable, "-c", INJECTED, str(tmp_path), str(port), script], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=60)
+        options = {"capture": str(files.capture), "checkpoints": str(files.checkpoints), "control": str(files.control),
+                   "checkpoint_interval": 0.5, "memory_interval_ms": 50, "max_bytes": None, "python_allocators": False}
+        (tmp_path / "attach.py").write_text(attach_payload(memray_launch.__file__, options), encoding="utf-8")
+        _wait_for(tmp_path / "attach.py.done", "the payload did not run")
+        request_freeze(tmp_path)
+        target = TrackedTarget(tmp_path, [], port=port)
+        samples = target.churn(1500)
+        request_chain(tmp_path)
+        deadline = time.monotonic() + 60
+        while '"event":"chain"' not in files.keepers.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (tmp_path / "detach.py").write_text(detach_payload(), encoding="utf-8")
+        _wait_for(tmp_path / "detach.py.done", "the detach payload did not run")
+        assert process.poll() is None  # the server lives on
+    finally:
+        stop_process(process)
+    assert read_checkpoints(files.checkpoints)["events"]["end"]["reason"] == "detach"
+    reduced = ensure_reduced(tmp_path, flamegraph=False)
+    out = keepers_summary(reduced["keepers"], samples)
+    assert out["containers"][0]["name"] == "listener.LISTENERS", out
+    assert out["chain"]["path"][0].startswith("listener.LISTENERS["), out["chain"]
 
 
 @pytest.mark.slow
@@ -151,7 +218,9 @@ def test_heartbeat_task_per_connection_is_named(tmp_path):
     task = summary["keepers"]["tasks"][0]
     assert task["coroutine"] == "heartbeat at tests/servers/heartbeat.py:9", summary["keepers"]
     assert 0.9 <= task["per_connection"] <= 1.1
-    assert "asyncio tasks alive grow 1.0" in result.stdout
+    assert "asyncio tasks alive grow " in result.stdout
+    chain = summary["keepers"]["chain"]  # bounded search: may be absent on a loaded machine; right when given
+    assert chain is None or chain["path"][0] == "asyncio task heartbeat at tests/servers/heartbeat.py:9", chain
     assert summary["sites"], "the heap leaked: sites never vanish"
 
 
@@ -202,7 +271,7 @@ def test_attached_by_pid_names_the_list_too(tmp_path):
         assert result.returncode == 1, result.stdout + result.stderr
         summary = json.loads((out / "summary.json").read_text())
         assert summary["keepers"]["containers"][0]["name"] == "listener.LISTENERS", summary["keepers"]
-        assert "kept by: listener.LISTENERS (list) grows 1.0" in result.stdout
+        assert "kept by: listener.LISTENERS (list) grows " in result.stdout
         assert server.process.poll() is None  # attached, never stopped
     finally:
         server.stop()
