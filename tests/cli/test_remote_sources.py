@@ -148,6 +148,7 @@ needs_prometheus = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 @needs_prometheus
 def test_leak_found_through_promql_queries_of_a_real_prometheus(tmp_path):
     result, summary, samples = _prometheus_run(tmp_path, LEAK_BYTES)

@@ -62,6 +62,7 @@ def test_clean_target_does_not_leak(tmp_path):
     )
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_leaky_target_is_a_leak_with_exit_code_1(tmp_path):
     out = tmp_path / "leaky"
     result = soak(

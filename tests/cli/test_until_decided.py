@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from runner.cli import main
 from tests.conftest import soak
 
@@ -62,6 +64,7 @@ def test_a_leak_stops_the_steady_phase_early_with_leak(tmp_path):
     assert again["reasons"][-1] == summary["reasons"][-1] and again["stop_reason"] == "leak"
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_a_clean_server_stops_with_pass_before_its_maximum(tmp_path):
     # the heap (memray, live through the looks) is what lets a clean Python server PASS early
     code, summary, output = _run(tmp_path, "echo", "", "240s", memray=True)

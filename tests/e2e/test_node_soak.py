@@ -62,6 +62,7 @@ def test_leaky_node_server_is_a_leak_naming_the_function(tmp_path):
     _no_secret_urls(out)
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_clean_node_server_passes_at_its_default_heap(tmp_path):
     out = tmp_path / "clean"
     result = soak("run", str(ROOT / "profiles" / "node.toml"), *RUN, "--out", str(out))

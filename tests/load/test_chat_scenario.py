@@ -113,6 +113,7 @@ def test_chat_profile_gives_per_step_statistics(tmp_path):
     assert "Bearer tok" not in meta, "the Authorization template must not be stored in clear"
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_chat_leaky_profile_is_a_leak(tmp_path):
     out = tmp_path / "leaky"
     result = soak(

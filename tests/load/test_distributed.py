@@ -39,6 +39,7 @@ uss = false
 """
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_two_workers_counters_add_up(tmp_path):
     """One local worker started by the run, one joined by hand with `soak worker --master`."""
     master_port = free_port()

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 
+import pytest
 from websockets.exceptions import ConnectionClosedError
 
 from runner.results import read_samples
@@ -112,6 +113,7 @@ cooldown = "1s"
 """
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_a_leak_on_the_drop_path_only_is_found_with_drops(tmp_path):
     """The server cleans up after a clean close only: half the connections dropped leak half of 4 KB each."""
     profile = tmp_path / "drop-leak.toml"

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from runner.analysis.keepers import grows, keeper_lines, keepers_summary
+from runner.analysis.sites import coverage_note, site_meaning
 from runner.sampling import memray_launch
 from runner.sampling.memray_attach import attach_payload, detach_payload
 from runner.sampling.memray_capture import MemrayFiles, ensure_reduced, read_checkpoints
 from runner.sampling.memray_run import request_chain, request_freeze
-from runner.analysis.sites import coverage_note, site_meaning
 from tests.conftest import ROOT, Server, free_port, soak, stop_process, wait_for_port
 from tests.sampling._harness import TrackedTarget
 

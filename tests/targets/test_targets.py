@@ -16,6 +16,7 @@ def _samples(out):
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 def test_multi_worker_uvicorn_samples_every_worker(tmp_path):
     out = tmp_path / "asgi"
     result = soak("run", str(ROOT / "profiles" / "asgi-workers.toml"), *SHORT, "--no-memray", "--out", str(out))
@@ -30,6 +31,7 @@ def test_multi_worker_uvicorn_samples_every_worker(tmp_path):
     assert max(s["fds"] for s in steady) > min(s["fds"] for s in samples if s["phase"] == "baseline")
 
 
+@pytest.mark.slow  # the default suite covers this path elsewhere; make test-slow runs it
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: the Node.js example target cannot run")
 def test_node_target_keeping_buffers_is_a_native_leak_and_memray_is_skipped(tmp_path):
     out = tmp_path / "node"
