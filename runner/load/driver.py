@@ -68,6 +68,8 @@ class LoadDriver:
         self._notes: list[str] = []
         self._node_pids: dict[int, str] = {}  # worker pid -> Locust node id (from its ready message)
         self._silent: set[str] = set()
+        #: Users the load aims at: the profile's, less the share of workers lost on the way.
+        self.target_users = settings.users
         self.profile_data = profile_data
         self._start_greenlet: gevent.Greenlet | None = None
         self.counters: LoadCounters | WorkerCounters
@@ -165,7 +167,7 @@ class LoadDriver:
 
     @property
     def ramped(self) -> bool:
-        return self.runner.user_count >= self.settings.users
+        return self.runner.user_count >= self.target_users
 
     def stop_users(self) -> gevent.Greenlet:
         """Ask every user to finish its current cycle and stop; returns the stopping greenlet."""
@@ -215,9 +217,16 @@ class LoadDriver:
         node_id = self._node_pids.get(pid)
         lost_open = self.counters.lose(node_id) if isinstance(self.counters, WorkerCounters) and node_id else 0
         self.lost_workers.append({"worker": index + 1, "pid": pid, "why": why, "open_connections_lost": lost_open})
+        # Locust would hand the dead worker's users to the others, past the fds each can hold:
+        # the others keep their own share, and the load aims at what they can carry.
+        alive_workers = len(alive) + self.plan.remote_workers
+        self.target_users = max(1, self.settings.users * alive_workers // max(1, self.expected_workers))
+        if self._start_greenlet is not None:
+            self._start_greenlet.kill(block=False)
+        self._start_greenlet = gevent.spawn(self.runner.start, self.target_users, spawn_rate=self.settings.spawn_rate)
         self._notes.append(
-            f"{why}; the run went on with the other workers ({lost_open} of its connections ended with it), "
-            "and its counts up to then are kept"
+            f"{why}; the run went on with the other workers and {self.target_users} users "
+            f"({lost_open} of its connections ended with it; its counts up to then are kept)"
         )
         return True
 
