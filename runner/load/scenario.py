@@ -281,18 +281,23 @@ class ScenarioConnection:
 class ScenarioContext:
     """What a code scenario knows about its user, and how it times named steps."""
 
-    def __init__(self, fields: dict[str, Any], recorder: "_Recorder") -> None:
+    def __init__(self, fields: dict[str, Any], recorder: "_Recorder", client: WebSocketClient | None = None) -> None:
         self.fields = fields
         self.user_id: int = fields["user_id"]
         self.n: int = fields["n"]
         self._recorder = recorder
+        self._client = client
 
     def render(self, template: str) -> str:
         """A template such as ``"user-{user_id}"`` with this user's fields."""
         return Template(template).render(self.fields)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)  # cooperative: Locust has monkey-patched time for gevent
+        """Wait with the connection watched: pings answered, a server's close counted when it comes."""
+        if self._client is None:
+            time.sleep(seconds)  # cooperative: Locust has monkey-patched time for gevent
+        else:
+            _idle(self._client, seconds, self._recorder.user.counters)
 
     def fail(self, message: str) -> None:
         """Fail the current step (or the cycle) with ``message``."""
@@ -484,7 +489,7 @@ class ScenarioPlan:
         return repr(text[:120] + ("..." if len(text) > 120 else ""))
 
     def _run_code(self, client: WebSocketClient, fields: dict[str, Any], recorder: _Recorder) -> bool:
-        context = ScenarioContext(fields, recorder)
+        context = ScenarioContext(fields, recorder, client)
         start = time.perf_counter()
         try:
             assert self.code is not None
