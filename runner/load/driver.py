@@ -217,13 +217,10 @@ class LoadDriver:
         node_id = self._node_pids.get(pid)
         lost_open = self.counters.lose(node_id) if isinstance(self.counters, WorkerCounters) and node_id else 0
         self.lost_workers.append({"worker": index + 1, "pid": pid, "why": why, "open_connections_lost": lost_open})
-        # Locust would hand the dead worker's users to the others, past the fds each can hold:
-        # the others keep their own share, and the load aims at what they can carry.
+        # Locust does not hand a lost worker's users to the others (rebalancing is off), so the
+        # others keep their own share, within the fds each holds: the load now aims at that share.
         alive_workers = len(alive) + self.plan.remote_workers
         self.target_users = max(1, self.settings.users * alive_workers // max(1, self.expected_workers))
-        if self._start_greenlet is not None:
-            self._start_greenlet.kill(block=False)
-        self._start_greenlet = gevent.spawn(self.runner.start, self.target_users, spawn_rate=self.settings.spawn_rate)
         self._notes.append(
             f"{why}; the run went on with the other workers and {self.target_users} users "
             f"({lost_open} of its connections ended with it; its counts up to then are kept)"
