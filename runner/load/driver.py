@@ -207,7 +207,7 @@ class LoadDriver:
         for node_id, node in list(self.runner.clients.items()):
             if node.state == STATE_MISSING and node_id not in self._silent:
                 self._silent.add(node_id)
-                self._notes.append(f"load worker {node_id} went silent (no heartbeat for 3 s); Locust gives its users to the others")
+                self._notes.append(f"load worker {node_id} went silent (no heartbeat reached the master for 3 s)")
 
     def _lose_worker(self, index: int, pid: int, why: str) -> bool:
         """Go on without a dead worker (its connections died with it); False when none is left."""
