@@ -44,8 +44,9 @@ def judge(record: RunRecord, analysis: Analysis) -> tuple[Verdict, list[str]]:
         return Verdict.ERROR, reasons
     lost = (run.get("load_generator") or {}).get("lost_workers") or []
     if lost:  # the run degraded instead of dying: judged on what was measured, and marked
+        which = ", ".join(str(w.get("worker")) for w in lost)
         reasons.append(
-            f"marked: {len(lost)} load worker(s) died during the run (worker {', '.join(str(w.get('worker')) for w in lost)}); "
+            f"marked: {len(lost)} load worker(s) died during the run (worker {which}); "
             "the verdict is on the samples measured with the remaining load"
         )
     if not record.complete:

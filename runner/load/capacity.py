@@ -243,8 +243,10 @@ def cpu_check(
     remote = plan.remote_workers
     processes = max(1, local + remote)
     local_share = local / processes  # of the connections, held by processes on this machine
-    busy = max(0.0, min(float(cpus), load_average or 0.0))
-    free_cores = max(0.25, cpus - busy)
+    # Other work on the machine (the 1-minute load average) shares the cores: the kernel gives
+    # our busy processes (load processes, the target) about their share of the runnable ones.
+    ours = max(1, local) + (1 if target_local else 0)
+    free_cores = cpus * ours / (ours + max(0.0, load_average or 0.0))
     hint_workers = "add remote workers (load.remote_workers + soak worker --master HOST:PORT)"
 
     # ramp: new connections per second, in each load process and on the machine

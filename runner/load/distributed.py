@@ -22,6 +22,7 @@ __all__ = [
     "REPORT_INTERVAL",
     "WorkerCounters",
     "WorkerState",
+    "master_heartbeat_timeout",
 ]
 
 #: worker -> master: "I am here, send me the run" (data: pid, host).
@@ -45,6 +46,18 @@ def sample_latencies(latencies: dict[str, list[float]], limit: int = REPORT_LATE
     import random
 
     return {name: values if len(values) <= limit else random.sample(values, limit) for name, values in latencies.items()}
+
+
+def master_heartbeat_timeout(stop_timeout: float, default: float = 60.0) -> float:
+    """How long this worker waits for the master's heartbeats before it gives the master up.
+
+    On "stop" (the drain), Locust's worker removes itself from the master and then sleeps
+    ``stop_timeout`` in the greenlet that reads the master's messages, heartbeats included;
+    with a drain longer than Locust's 60 s it gave the master up in the middle of the drain
+    (measured at 50K: all three workers, 60 s after the drain began). The wait covers the
+    drain and a margin.
+    """
+    return max(default, stop_timeout + default)
 
 
 @dataclass

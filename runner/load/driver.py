@@ -66,6 +66,8 @@ class LoadDriver:
         self._notes: list[str] = []
         self._node_pids: dict[int, str] = {}  # worker pid -> Locust node id (from its ready message)
         self._silent: set[str] = set()
+        #: Users the load aims at: the profile's, less the share of workers lost on the way.
+        self.target_users = settings.users
         self.profile_data = profile_data
         self._start_greenlet: gevent.Greenlet | None = None
         self.counters: LoadCounters | WorkerCounters
@@ -159,7 +161,7 @@ class LoadDriver:
 
     @property
     def ramped(self) -> bool:
-        return self.runner.user_count >= self.settings.users
+        return self.runner.user_count >= self.target_users
 
     def stop_users(self) -> gevent.Greenlet:
         """Ask every user to finish its current cycle and stop; returns the stopping greenlet."""
@@ -200,7 +202,7 @@ class LoadDriver:
         for node_id, node in list(clients.items()):
             if node.state == STATE_MISSING and node_id not in self._silent:
                 self._silent.add(node_id)
-                self._notes.append(f"load worker {node_id} went silent (no heartbeat for 3 s); Locust gives its users to the others")
+                self._notes.append(f"load worker {node_id} went silent (no heartbeat reached the master for 3 s)")
 
     def _lose_worker(self, index: int, pid: int, why: str) -> bool:
         """Go on without a dead worker (its connections died with it); False when none is left."""
@@ -210,9 +212,13 @@ class LoadDriver:
         node_id = self._node_pids.get(pid)
         lost_open = self.counters.lose(node_id) if isinstance(self.counters, WorkerCounters) and node_id else 0
         self.lost_workers.append({"worker": index + 1, "pid": pid, "why": why, "open_connections_lost": lost_open})
+        # Locust does not hand a lost worker's users to the others (rebalancing is off), so the
+        # others keep their own share, within the fds each holds: the load now aims at that share.
+        alive_workers = len(alive) + self.plan.remote_workers
+        self.target_users = max(1, self.settings.users * alive_workers // max(1, self.expected_workers))
         self._notes.append(
-            f"{why}; the run went on with the other workers ({lost_open} of its connections ended with it), "
-            "and its counts up to then are kept"
+            f"{why}; the run went on with the other workers and {self.target_users} users "
+            f"({lost_open} of its connections ended with it; its counts up to then are kept)"
         )
         return True
 

@@ -402,11 +402,11 @@ class ScenarioContext:
         return Template(template).render(self.fields)
 
     def sleep(self, seconds: float) -> None:
-        """Pause; the connection keeps answering heartbeats meanwhile (cooperative under gevent)."""
+        """Pause with the connection kept: heartbeats answered, a server's close counted when it comes."""
         if self._channel is not None and self._channel.open:
-            self._channel.idle(seconds)
+            _idle(self._channel, seconds, self._recorder.user.counters)
         else:
-            time.sleep(seconds)
+            time.sleep(seconds)  # cooperative: Locust has monkey-patched time for gevent
 
     def fail(self, message: str) -> None:
         """Fail the current step (or the cycle) with ``message``."""

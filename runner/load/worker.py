@@ -25,7 +25,15 @@ from ..errors import LoadError
 from ..profile import Profile
 from .counters import LoadCounters
 from .cpu import cpu_reading
-from .distributed import MSG_CONFIG, MSG_HELLO, MSG_READY, REPORT_INTERVAL, REPORT_KEY, sample_latencies
+from .distributed import (
+    MSG_CONFIG,
+    MSG_HELLO,
+    MSG_READY,
+    REPORT_INTERVAL,
+    REPORT_KEY,
+    master_heartbeat_timeout,
+    sample_latencies,
+)
 from .driver import watch_stopping
 from .responsiveness import LoopLag
 from .user import make_user_class
@@ -116,6 +124,7 @@ def run_worker(options: WorkerOptions) -> int:
             return
         _apply(user_class, fresh)
         environment.stop_timeout = float(data.get("stop_timeout") or 0.0)
+        locust.runners.MASTER_HEARTBEAT_TIMEOUT = master_heartbeat_timeout(environment.stop_timeout)
         configured.set()
         runner.send_message(MSG_READY, {"pid": os.getpid(), "fd_limit": fd_limit})
 

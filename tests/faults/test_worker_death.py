@@ -4,6 +4,7 @@ stops with exit 3 and says so; never hangs."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import signal
 
 import psutil
@@ -37,8 +38,13 @@ def test_a_worker_killed_mid_run_is_marked_and_the_run_goes_on_with_the_other(so
     assert [w["pid"] for w in lost] == [workers[0].pid] and "exited" in lost[0]["why"]
     assert any(r.startswith("marked: 1 load worker") for r in summary["reasons"]), summary["reasons"]
     assert any(f"pid {workers[0].pid}" in n for n in summary["notes"]), summary["notes"]
-    # the survivor churned on after the loss, and every connection ended up counted closed
+    # the survivor churned on after the loss with its own 10 users (not handed the dead one's too),
+    # and every connection ended up counted closed
     assert summary["load"]["connections_closed"] == summary["load"]["connections_opened"] > 0
+    samples = [json.loads(line) for line in (soak.out / "samples.jsonl").read_text().splitlines()]
+    killed_at = next(s["t"] for s in samples if s["open"] <= 12 and s["phase"] == "steady")
+    later = [s["open"] for s in samples if s["phase"] == "steady" and s["t"] > killed_at + 5]
+    assert later and max(later) <= 11, later
     assert_nothing_left(soak)
 
 

@@ -12,7 +12,7 @@ import pytest
 from runner.cli.worker import parse_master
 from runner.errors import EXIT_USAGE, UsageError
 from runner.load.cpu import SaturationTracker
-from runner.load.distributed import WorkerCounters, sample_latencies
+from runner.load.distributed import WorkerCounters, master_heartbeat_timeout, sample_latencies
 from runner.load.responsiveness import LoopLag
 from tests.conftest import ROOT, free_port, soak, threaded_server
 
@@ -236,3 +236,26 @@ def test_loop_lag_keeps_the_longest_stall_per_take_and_counts_stalls():
     assert lag.take() == 0.3 and lag.take() == 0.0
     lag.record(2.5)
     assert lag.to_dict() == {"peak_loop_lag_s": 2.5, "loop_stalls": 1, "stall_threshold_s": 1.0}
+
+
+def test_the_master_heartbeat_wait_covers_the_drain():
+    assert master_heartbeat_timeout(0.0) == 60.0
+    assert master_heartbeat_timeout(180.0) == 240.0
+
+
+@pytest.mark.slow
+def test_workers_outlive_a_drain_and_cooldown_longer_than_locusts_heartbeat_timeout(tmp_path):
+    """After "stop", Locust's worker stops reading the master for stop_timeout (the drain): with 60 s + of drain
+    and cooldown the workers used to give the master up ("Didn't get heartbeat from master in over 60s")."""
+    profile = tmp_path / "long-drain.toml"
+    profile.write_text(
+        '[target]\ncommand = "{python} -m runner.targets.echo --port {port}"\nmemray = false\n'
+        '[load]\nusers = 4\nspawn_rate = 10\nduration = "3s"\nmessages = 1\nhold = "1s"\nworkers = 1\n'
+        '[phases]\nbaseline = "0s"\ndrain = "90s"\ncooldown = "70s"\n[sampling]\ninterval = "0.5s"\nuss = false\n'
+    )
+    out = tmp_path / "run"
+    result = soak("run", str(profile), "--out", str(out), "--quiet", timeout=400)
+    assert result.returncode in (0, 4), result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["load"]["lost_workers"] == [], summary["load"]["lost_workers"]
+    assert "Didn't get heartbeat" not in (out / "worker-1.log").read_text()
