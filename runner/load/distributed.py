@@ -9,6 +9,7 @@ CPU use to every ``report_to_master`` payload; the master keeps the latest per w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,7 @@ def sample_latencies(latencies: dict[str, list[float]], limit: int = REPORT_LATE
     return {name: values if len(values) <= limit else random.sample(values, limit) for name, values in latencies.items()}
 
 
-def master_heartbeat_timeout(stop_timeout: float, default: float = 60.0) -> float:
+def master_heartbeat_timeout(stop_timeout: float, default: int = 60) -> int:
     """How long this worker waits for the master's heartbeats before it gives the master up.
 
     On "stop" (the drain), Locust's worker removes itself from the master and then sleeps
@@ -57,7 +58,7 @@ def master_heartbeat_timeout(stop_timeout: float, default: float = 60.0) -> floa
     (measured at 50K: all three workers, 60 s after the drain began). The wait covers the
     drain and a margin.
     """
-    return max(default, stop_timeout + default)
+    return max(default, math.ceil(stop_timeout) + default)  # Locust keeps whole seconds
 
 
 @dataclass
