@@ -46,7 +46,17 @@ from runner.analysis import Verdict, analyse  # noqa: E402
 from runner.analysis.sequential import plan_looks, replay_looks  # noqa: E402
 from runner.profile import AnalysisSettings  # noqa: E402
 
-__all__ = ["CASES", "Case", "SHAPES", "Shape", "attribution", "attribution_table", "replay_samples", "heap_samples", "main"]
+__all__ = [
+    "CASES",
+    "Case",
+    "SHAPES",
+    "Shape",
+    "attribution",
+    "attribution_table",
+    "replay_samples",
+    "heap_samples",
+    "main",
+]
 
 DATA = ROOT / "bench" / "data"
 CORPUS = ROOT / "bench" / "targets" / "corpus.py"
@@ -69,11 +79,35 @@ CASES = [
     Case("clean-b", "--kind clean", "pass", "240s", "clean echo (replay base)"),
     Case("clean-long-a", "--kind clean", "pass", "300s", "clean echo, long (replay base; heap read without a GC)"),
     Case("clean-long-b", "--kind clean", "pass", "300s", "clean echo, long (replay base; heap read without a GC)"),
-    Case("clean-gc-long-a", "--kind clean", "pass", "420s", "clean echo, long, heap after a GC (replay base of run-until-decided)"),
+    Case(
+        "clean-gc-long-a",
+        "--kind clean",
+        "pass",
+        "420s",
+        "clean echo, long, heap after a GC (replay base of run-until-decided)",
+    ),
     Case("warmup", "--kind warmup --entries 2000", "pass", "120s", "one-time pool: 8 KB x first 2K connections"),
-    Case("cache-25", "--kind cache --bytes 2048 --fill-seconds 30", "pass", "120s", "cache of 2 KB entries, full at 25% of the run"),
-    Case("cache-50", "--kind cache --bytes 2048 --fill-seconds 60", "pass", "120s", "cache of 2 KB entries, full at 50% of the run"),
-    Case("cache-75", "--kind cache --bytes 2048 --fill-seconds 90", "pass", "120s", "cache of 2 KB entries, full at 75% of the run"),
+    Case(
+        "cache-25",
+        "--kind cache --bytes 2048 --fill-seconds 30",
+        "pass",
+        "120s",
+        "cache of 2 KB entries, full at 25% of the run",
+    ),
+    Case(
+        "cache-50",
+        "--kind cache --bytes 2048 --fill-seconds 60",
+        "pass",
+        "120s",
+        "cache of 2 KB entries, full at 50% of the run",
+    ),
+    Case(
+        "cache-75",
+        "--kind cache --bytes 2048 --fill-seconds 90",
+        "pass",
+        "120s",
+        "cache of 2 KB entries, full at 75% of the run",
+    ),
     Case("gc", "--kind gc --bytes 2048 --every 2000", "pass", "120s", "cyclic garbage, GC every 2K connections"),
     Case("frag", "--kind frag --entries 5000", "pass", "120s", "odd-sized buffers in a bounded ring"),
     Case("leak-py-64", "--kind leak-py --bytes 64", "leak", "120s", "64 B Python objects per connection"),
@@ -82,7 +116,13 @@ CASES = [
     Case("leak-py-8k", "--kind leak-py --bytes 8192", "leak", "30s", "8 KB per connection"),
     Case("leak-native-1k", "--kind leak-native --bytes 1024", "leak", "60s", "1 KB ctypes malloc per connection"),
     Case("leak-native-8k", "--kind leak-native --bytes 8192", "leak", "30s", "8 KB ctypes malloc per connection"),
-    Case("leak-sparse-1k", "--kind leak-sparse --bytes 1024 --every 100", "leak", "60s", "100 KB once every 100 connections"),
+    Case(
+        "leak-sparse-1k",
+        "--kind leak-sparse --bytes 1024 --every 100",
+        "leak",
+        "60s",
+        "100 KB once every 100 connections",
+    ),
     Case("leak-fd", "--kind leak-fd --every 50", "leak", "40s", "one fd never closed per 50 connections"),
     Case("leak-thread", "--kind leak-thread --every 50", "leak", "40s", "one thread never ended per 50 connections"),
 ]
@@ -121,16 +161,24 @@ def record(cases: Sequence[Case]) -> None:
             started = time.monotonic()
             result = subprocess.run(
                 [sys.executable, "-m", "runner", "run", str(profile), "--out", str(out)],
-                cwd=ROOT, capture_output=True, text=True, timeout=600,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             elapsed = time.monotonic() - started
             lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines() if line.strip()]
             compact = [{k: s.get(k) for k in KEEP} for s in lines]
-            (DATA / f"{case.name}.jsonl").write_text("".join(json.dumps(s, separators=(",", ":")) + "\n" for s in compact))
+            (DATA / f"{case.name}.jsonl").write_text(
+                "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in compact)
+            )
             if heap_log.exists():
                 shutil.copy(heap_log, DATA / f"{case.name}.heap.jsonl")
-            print(f"{case.name}: exit {result.returncode} in {elapsed:.0f} s, {len(compact)} samples, "
-                  f"{compact[-1]['closed'] if compact else 0} connections", flush=True)
+            print(
+                f"{case.name}: exit {result.returncode} in {elapsed:.0f} s, {len(compact)} samples, "
+                f"{compact[-1]['closed'] if compact else 0} connections",
+                flush=True,
+            )
 
 
 # --- attribution (memray: which line, which container, how many bytes) ----------------------
@@ -171,10 +219,24 @@ SHAPES = [
     Shape("listener", "listener", "", "listener.LISTENERS", "tests/servers/listener.py:16", 1024 + 57),
     Shape("sessions", "sessions", "", "sessions.SESSIONS", "tests/servers/sessions.py:16", 1024 + 57),
     Shape("heartbeat", "heartbeat", "", "task heartbeat at tests/servers/heartbeat.py:9", None, None),
-    *[Shape(f"bytes-{n}", "smallbytes", f"--bytes {n}", "smallbytes.AUDIT", "tests/servers/smallbytes.py:13", n + 33 + 8)
-      for n in (64, 200, 2048, 8192)],
-    *[Shape(f"bytes-{n}-exact", "smallbytes", f"--bytes {n}", "smallbytes.AUDIT", "tests/servers/smallbytes.py:13",
-            n + 33 + 8, exact=True) for n in (64, 200, 2048, 8192)],
+    *[
+        Shape(
+            f"bytes-{n}", "smallbytes", f"--bytes {n}", "smallbytes.AUDIT", "tests/servers/smallbytes.py:13", n + 33 + 8
+        )
+        for n in (64, 200, 2048, 8192)
+    ],
+    *[
+        Shape(
+            f"bytes-{n}-exact",
+            "smallbytes",
+            f"--bytes {n}",
+            "smallbytes.AUDIT",
+            "tests/servers/smallbytes.py:13",
+            n + 33 + 8,
+            exact=True,
+        )
+        for n in (64, 200, 2048, 8192)
+    ],
 ]
 
 
@@ -186,22 +248,37 @@ def attribution(shapes: Sequence[Shape]) -> None:
         with tempfile.TemporaryDirectory(prefix="soak-attribution-") as tmp:
             command = f"{{python}} tests/servers/{shape.server}.py --port {{port}} {shape.args}".strip()
             profile = Path(tmp) / "profile.toml"
-            profile.write_text(ATTRIBUTION_PROFILE.format(command=command, exact=str(shape.exact).lower(),
-                                                          duration=shape.duration), encoding="utf-8")
+            profile.write_text(
+                ATTRIBUTION_PROFILE.format(command=command, exact=str(shape.exact).lower(), duration=shape.duration),
+                encoding="utf-8",
+            )
             out = Path(tmp) / "run"
-            subprocess.run([sys.executable, "-m", "runner", "run", str(profile), "--out", str(out), "--quiet"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+            subprocess.run(
+                [sys.executable, "-m", "runner", "run", str(profile), "--out", str(out), "--quiet"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
             summary = json.loads((out / "summary.json").read_text())
         keepers = summary.get("keepers") or {}
-        named = [c["name"] for c in keepers.get("containers", [])] + [f"task {t['coroutine']}" for t in keepers.get("tasks", [])]
+        named = [c["name"] for c in keepers.get("containers", [])] + [
+            f"task {t['coroutine']}" for t in keepers.get("tasks", [])
+        ]
         site = next((s for s in summary.get("sites", []) if s["location"] == shape.line), None)
         heap = (summary.get("metrics") or {}).get("heap") or {}
         results[shape.name] = {
-            "verdict": summary["verdict"], "keeper_named": shape.keeper in named, "named": named[:3],
-            "chain": (keepers.get("chain") or {}).get("text"), "site_bytes": site["bytes_per_connection"] if site else None,
-            "site_approximate": bool(site and site.get("approximate")), "truth": shape.truth,
-            "heap_per_connection": heap.get("slope_per_connection"), "checkpoints": keepers.get("checkpoints"),
-            "connections": summary["load"]["connections_closed"], "exact": shape.exact,
+            "verdict": summary["verdict"],
+            "keeper_named": shape.keeper in named,
+            "named": named[:3],
+            "chain": (keepers.get("chain") or {}).get("text"),
+            "site_bytes": site["bytes_per_connection"] if site else None,
+            "site_approximate": bool(site and site.get("approximate")),
+            "truth": shape.truth,
+            "heap_per_connection": heap.get("slope_per_connection"),
+            "checkpoints": keepers.get("checkpoints"),
+            "connections": summary["load"]["connections_closed"],
+            "exact": shape.exact,
         }
         print(f"{shape.name}: {results[shape.name]}", flush=True)
         ATTRIBUTION.write_text(json.dumps(results, indent=1) + "\n")
@@ -212,8 +289,10 @@ def attribution_table() -> list[str]:
     if not ATTRIBUTION.exists():
         return []
     results = json.loads(ATTRIBUTION.read_text())
-    lines = ["| shape | python allocators | verdict | keeper named | line's bytes/conn (truth) | within ±50% | chain |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | python allocators | verdict | keeper named | line's bytes/conn (truth) | within ±50% | chain |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for shape in SHAPES:
         r = results.get(shape.name)
         if r is None:
@@ -225,8 +304,10 @@ def attribution_table() -> list[str]:
         else:
             figure = f"{r['site_bytes']:.0f}{' approx.' if r['site_approximate'] else ''} ({shape.truth:.0f})"
             within = "yes" if 0.5 * shape.truth <= r["site_bytes"] <= 1.5 * shape.truth else "no"
-        lines.append(f"| {shape.name} | {'on' if shape.exact else 'off'} | {r['verdict']} | "
-                     f"{'yes' if r['keeper_named'] else 'no'} | {figure} | {within} | {r['chain'] or '-'} |")
+        lines.append(
+            f"| {shape.name} | {'on' if shape.exact else 'off'} | {r['verdict']} | "
+            f"{'yes' if r['keeper_named'] else 'no'} | {figure} | {within} | {r['chain'] or '-'} |"
+        )
     return lines
 
 
@@ -255,16 +336,32 @@ def heap_samples(name: str) -> list[dict[str, Any]]:
     samples = []
     for i, r in enumerate(rows):
         phase = "baseline" if r["closed"] == 0 else ("steady" if i <= last_rise else "cooldown")
-        samples.append({"t": r["t"], "phase": phase, "closed": r["closed"], "opened": r["closed"],
-                        "open": 0 if phase != "steady" else None, "heap": r["heap"]})
+        samples.append(
+            {
+                "t": r["t"],
+                "phase": phase,
+                "closed": r["closed"],
+                "opened": r["closed"],
+                "open": 0 if phase != "steady" else None,
+                "heap": r["heap"],
+            }
+        )
     return samples
 
 
 # --- replay (pure) ----------------------------------------------------------------------------
 
 
-def replay_samples(base: Sequence[dict[str, Any]], *, metric: str, cycles: int, start_at_beginning: bool,
-                   leak_bytes: float, every: int, rng: np.random.Generator) -> list[dict[str, Any]] | None:
+def replay_samples(
+    base: Sequence[dict[str, Any]],
+    *,
+    metric: str,
+    cycles: int,
+    start_at_beginning: bool,
+    leak_bytes: float,
+    every: int,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]] | None:
     """A window of ``cycles`` steady cycles from a recorded run with a synthetic leak added.
 
     The leak adds ``leak_bytes`` per closed connection, in steps of ``leak_bytes * every``
@@ -284,7 +381,7 @@ def replay_samples(base: Sequence[dict[str, Any]], *, metric: str, cycles: int, 
     origin = closed[begin]
     stride = int(rng.integers(1, 3))  # sampled every 0.2 s as recorded, or every 0.4 s
     window = []
-    for s in steady[begin + int(rng.integers(0, stride)):end:stride]:
+    for s in steady[begin + int(rng.integers(0, stride)) : end : stride]:
         extra = leak_bytes * every * np.floor((s["closed"] - origin) / every)
         window.append({"t": s["t"], "phase": "steady", "closed": s["closed"], metric: s[metric] + extra})
     return window
@@ -325,7 +422,11 @@ CLEAN_BASES = ("clean-a", "clean-b")
 #: ~1.5 MB every ~4K cycles stays in): the 20K-cycle windows, and the hard heap case.
 LONG_BASES = ("clean-long-a", "clean-long-b")
 #: Which recordings (and which of their series) each tier replays.
-TIER_BASES = {"heap": (CLEAN_BASES, "heap"), "heap-nogc": (LONG_BASES, "heap"), "rss": (CLEAN_BASES + LONG_BASES, "rss")}
+TIER_BASES = {
+    "heap": (CLEAN_BASES, "heap"),
+    "heap-nogc": (LONG_BASES, "heap"),
+    "rss": (CLEAN_BASES + LONG_BASES, "rss"),
+}
 
 
 def _series(name: str, metric: str) -> list[dict[str, Any]]:
@@ -335,21 +436,33 @@ def _series(name: str, metric: str) -> list[dict[str, Any]]:
 def detection_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
     """Detection rate per tier, leak size and run length; 0 B rows are the clean false-alarm rate."""
     rng = np.random.default_rng(seed)
-    lines = ["| tier | leak per connection | shape | cycles | replicates | LEAK | INCONCLUSIVE | PASS | median cycles to verdict (20K runs) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| tier | leak per connection | shape | cycles | replicates | LEAK | INCONCLUSIVE | PASS | median cycles to "
+        "verdict (20K runs) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for tier, sizes in LEAK_SIZES.items():
         names, metric = TIER_BASES[tier]
         bases = [b for b in (_series(name, metric) for name in names if (DATA / f"{name}.jsonl").exists()) if b]
         for size in sizes:
-            for every, shape in ((1, "every connection"), (100, "1 in 100")) if size in (1024,) else ((1, "every connection"),):
+            for every, shape in (
+                ((1, "every connection"), (100, "1 in 100")) if size in (1024,) else ((1, "every connection"),)
+            ):
                 for cycles in LENGTHS:
                     counts = {v: 0 for v in Verdict}
                     decided: list[int] = []
                     made = 0
                     for i in range(replicates):
                         base = bases[i % len(bases)]
-                        window = replay_samples(base, metric=metric, cycles=cycles, start_at_beginning=i // len(bases) % 2 == 0,
-                                                leak_bytes=size, every=every, rng=rng)
+                        window = replay_samples(
+                            base,
+                            metric=metric,
+                            cycles=cycles,
+                            start_at_beginning=i // len(bases) % 2 == 0,
+                            leak_bytes=size,
+                            every=every,
+                            rng=rng,
+                        )
                         if window is None:
                             continue
                         outcome = judge_metric(window, metric, settings, timed=cycles == LENGTHS[-1])
@@ -392,8 +505,10 @@ def decoy_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[
     real warm-up) with the decoy shape scaled to that window.
     """
     rng = np.random.default_rng(seed + 1)
-    lines = ["| decoy | tier | cycles | replicates | false LEAK | INCONCLUSIVE | PASS |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| decoy | tier | cycles | replicates | false LEAK | INCONCLUSIVE | PASS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for decoy, shape in _decoy_shapes().items():
         for tier in ("heap", "rss"):
             names, metric = TIER_BASES[tier]
@@ -402,8 +517,15 @@ def decoy_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[
                 counts = {v: 0 for v in Verdict}
                 made = 0
                 for i in range(replicates):
-                    window = replay_samples(bases[i % len(bases)], metric=metric, cycles=cycles, start_at_beginning=i // len(bases) % 2 == 0,
-                                            leak_bytes=0, every=1, rng=rng)
+                    window = replay_samples(
+                        bases[i % len(bases)],
+                        metric=metric,
+                        cycles=cycles,
+                        start_at_beginning=i // len(bases) % 2 == 0,
+                        leak_bytes=0,
+                        every=1,
+                        rng=rng,
+                    )
                     if window is None:
                         continue
                     origin = window[0]["closed"]
@@ -414,8 +536,10 @@ def decoy_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[
                     counts[result.verdict if result else Verdict.INCONCLUSIVE] += 1
                     made += 1
                 if made:
-                    lines.append(f"| {decoy} | {metric} | {cycles:,} | {made} | {_pct(counts[Verdict.LEAK], made)} | "
-                                 f"{_pct(counts[Verdict.INCONCLUSIVE], made)} | {_pct(counts[Verdict.PASS], made)} |")
+                    lines.append(
+                        f"| {decoy} | {metric} | {cycles:,} | {made} | {_pct(counts[Verdict.LEAK], made)} | "
+                        f"{_pct(counts[Verdict.INCONCLUSIVE], made)} | {_pct(counts[Verdict.PASS], made)} |"
+                    )
     return lines
 
 
@@ -430,8 +554,10 @@ EXTRA_RUNS = (
 
 def end_to_end_table(settings: AnalysisSettings) -> list[str]:
     """Each recorded corpus run re-analysed whole: process tiers from psutil, heap from its trace."""
-    lines = ["| case | truth | cycles | overall (psutil tiers) | rss | uss | fds | threads | heap (traced) |",
-             "| --- | --- | ---: | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| case | truth | cycles | overall (psutil tiers) | rss | uss | fds | threads | heap (traced) |",
+        "| --- | --- | ---: | --- | --- | --- | --- | --- | --- |",
+    ]
     for case in CASES + list(EXTRA_RUNS):
         if not (DATA / f"{case.name}.jsonl").exists():
             continue
@@ -444,7 +570,11 @@ def end_to_end_table(settings: AnalysisSettings) -> list[str]:
             cells.append(_cell(m))
         cycles = samples[-1]["closed"] if samples else 0
         mark = analysis.verdict.value.upper()
-        lines.append(f"| {case.name} ({case.note}) | {case.truth.upper()} | {cycles:,} | {mark} | " + " | ".join(cells) + f" | {_cell(heap)} |")
+        lines.append(
+            f"| {case.name} ({case.note}) | {case.truth.upper()} | {cycles:,} | {mark} | "
+            + " | ".join(cells)
+            + f" | {_cell(heap)} |"
+        )
     return lines
 
 
@@ -464,7 +594,12 @@ def _pct(count: int, total: int) -> str:
 
 #: Longest replay window per tier (its max_duration is the window's time at the recorded churn).
 LOOK_WINDOWS = {"heap": 10_000, "heap-long": 20_000, "heap-nogc": 20_000, "rss": 10_000}
-LOOK_SIZES = {"heap": (0, 64, 256, 1024, 8192), "heap-long": (0, 64), "heap-nogc": (0, 64, 256, 1024), "rss": (0, 1024, 2048, 8192)}
+LOOK_SIZES = {
+    "heap": (0, 64, 256, 1024, 8192),
+    "heap-long": (0, 64),
+    "heap-nogc": (0, 64, 256, 1024),
+    "rss": (0, 1024, 2048, 8192),
+}
 #: Recorded clean series with the heap after a full GC and at least ~20K steady cycles.
 LONG_GC_BASES = ("clean-gc-long-a",)
 LOOK_BASES = {**TIER_BASES, "heap-long": (LONG_GC_BASES, "heap")}
@@ -491,8 +626,14 @@ def run_looks(window: list[dict[str, Any]], settings: AnalysisSettings) -> LookO
     decisions = replay_looks(window, settings, plan)
     last = decisions[-1]
     t_look = plan.times[last.look]
-    return LookOutcome(verdict=last.verdict, decided=last.decided, cycles=last.cycles, seconds=t_look,
-                       looks=len(decisions), planned=plan.count)
+    return LookOutcome(
+        verdict=last.verdict,
+        decided=last.decided,
+        cycles=last.cycles,
+        seconds=t_look,
+        looks=len(decisions),
+        planned=plan.count,
+    )
 
 
 def _bases(tier: str) -> list[list[dict[str, Any]]]:
@@ -503,9 +644,12 @@ def _bases(tier: str) -> list[list[dict[str, Any]]]:
 def looks_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
     """Detection with the runner's looks: stop rate per verdict, cycles and minutes to the decision."""
     rng = np.random.default_rng(seed + 2)
-    lines = ["| tier | leak per connection | max cycles (looks) | replicates | decided LEAK | decided PASS | INCONCLUSIVE at max "
-             "| median cycles to decision | median minutes at recorded churn | target |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| tier | leak per connection | max cycles (looks) | replicates | decided LEAK | decided PASS | "
+        "INCONCLUSIVE at max "
+        "| median cycles to decision | median minutes at recorded churn | target |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for tier, sizes in LOOK_SIZES.items():
         bases = _bases(tier)
         metric = LOOK_BASES[tier][1]
@@ -513,8 +657,19 @@ def looks_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[
         for size in sizes:
             outcomes = []
             for i in range(replicates):
-                window = replay_samples(bases[i % len(bases)], metric=metric, cycles=cycles, start_at_beginning=i // len(bases) % 2 == 0,
-                                        leak_bytes=size, every=1, rng=rng) if bases else None
+                window = (
+                    replay_samples(
+                        bases[i % len(bases)],
+                        metric=metric,
+                        cycles=cycles,
+                        start_at_beginning=i // len(bases) % 2 == 0,
+                        leak_bytes=size,
+                        every=1,
+                        rng=rng,
+                    )
+                    if bases
+                    else None
+                )
                 if window is not None:
                     outcomes.append(run_looks(window, settings))
             if not outcomes:
@@ -532,16 +687,20 @@ def looks_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[
                 hit = sum(1 for o in truth if o.cycles <= within) / made
                 target = f"{100 * hit:.0f}% decided within {within:,} (target {100 * share:.0f}%)"
             looks = max(o.planned for o in outcomes)
-            lines.append(f"| {tier} | {size} B | {cycles:,} ({looks} looks) | {made} | {_pct(len(leak), made)} | "
-                         f"{_pct(len(passed), made)} | {_pct(undecided, made)} | {median} | {minutes} | {target} |")
+            lines.append(
+                f"| {tier} | {size} B | {cycles:,} ({looks} looks) | {made} | {_pct(len(leak), made)} | "
+                f"{_pct(len(passed), made)} | {_pct(undecided, made)} | {median} | {minutes} | {target} |"
+            )
     return lines
 
 
 def looks_decoy_table(replicates: int, settings: AnalysisSettings, seed: int) -> list[str]:
     """False LEAK over all looks of the benign decoys, each scaled to the whole window (its max_duration)."""
     rng = np.random.default_rng(seed + 3)
-    lines = ["| decoy | tier | max cycles | replicates | false LEAK (over all looks) | decided PASS | INCONCLUSIVE at max |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| decoy | tier | max cycles | replicates | false LEAK (over all looks) | decided PASS | INCONCLUSIVE at max |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for decoy, shape in _decoy_shapes().items():
         for tier in ("heap", "rss"):
             bases = _bases(tier)
@@ -549,8 +708,19 @@ def looks_decoy_table(replicates: int, settings: AnalysisSettings, seed: int) ->
             cycles = LOOK_WINDOWS[tier]
             outcomes = []
             for i in range(replicates):
-                window = replay_samples(bases[i % len(bases)], metric=metric, cycles=cycles, start_at_beginning=i // len(bases) % 2 == 0,
-                                        leak_bytes=0, every=1, rng=rng) if bases else None
+                window = (
+                    replay_samples(
+                        bases[i % len(bases)],
+                        metric=metric,
+                        cycles=cycles,
+                        start_at_beginning=i // len(bases) % 2 == 0,
+                        leak_bytes=0,
+                        every=1,
+                        rng=rng,
+                    )
+                    if bases
+                    else None
+                )
                 if window is None:
                     continue
                 origin = window[0]["closed"]
@@ -562,15 +732,20 @@ def looks_decoy_table(replicates: int, settings: AnalysisSettings, seed: int) ->
                 made = len(outcomes)
                 leak = sum(1 for o in outcomes if o.verdict is Verdict.LEAK)  # stopped on LEAK, or LEAK at max
                 passed = sum(1 for o in outcomes if o.decided and o.verdict is Verdict.PASS)
-                lines.append(f"| {decoy} | {metric} | {cycles:,} | {made} | {_pct(leak, made)} | {_pct(passed, made)} | "
-                             f"{_pct(made - leak - passed, made)} |")
+                lines.append(
+                    f"| {decoy} | {metric} | {cycles:,} | {made} | {_pct(leak, made)} | {_pct(passed, made)} | "
+                    f"{_pct(made - leak - passed, made)} |"
+                )
     return lines
 
 
 def looks_corpus_table(settings: AnalysisSettings) -> list[str]:
     """Each recorded corpus run replayed as an ``auto`` run (max_duration = its recorded steady phase)."""
-    lines = ["| case | truth | recorded cycles | psutil tiers: stop verdict | at cycles | heap (traced): stop verdict | at cycles |",
-             "| --- | --- | ---: | --- | ---: | --- | ---: |"]
+    lines = [
+        "| case | truth | recorded cycles | psutil tiers: stop verdict | at cycles | heap (traced): stop verdict | "
+        "at cycles |",
+        "| --- | --- | ---: | --- | ---: | --- | ---: |",
+    ]
     for case in CASES + list(EXTRA_RUNS):
         if not (DATA / f"{case.name}.jsonl").exists():
             continue

@@ -92,11 +92,11 @@ def load_figures(record: RunRecord) -> dict[str, Any]:
         "server_closes": last.get("server_closes", 0),
         "resets": last.get("resets", 0),
         "server_endings": [
-            {"ending": key, "count": count}
-            for key, count in sorted(endings.items(), key=lambda kv: -kv[1])
+            {"ending": key, "count": count} for key, count in sorted(endings.items(), key=lambda kv: -kv[1])
         ],
         "errors_by_kind": [
-            {"name": e.get("name"), "error": e.get("error"), "occurrences": e.get("occurrences")} for e in stats.get("errors", [])
+            {"name": e.get("name"), "error": e.get("error"), "occurrences": e.get("occurrences")}
+            for e in stats.get("errors", [])
         ],
     }
 
@@ -114,8 +114,9 @@ def _sites(record: RunRecord, analysis: Analysis) -> list[dict[str, Any]]:
     if record.memray:
         return leak_sites(record.memray, record.samples, budget=_heap_budget(record, analysis))
     if record.runtime:
-        return runtime_sites(record.runtime, record.samples, budget=_heap_budget(record, analysis),
-                             finish=record.runtime_finish)
+        return runtime_sites(
+            record.runtime, record.samples, budget=_heap_budget(record, analysis), finish=record.runtime_finish
+        )
     return list(record.run.get("sites", []))
 
 
@@ -123,6 +124,8 @@ def _keepers(record: RunRecord) -> dict[str, Any]:
     """``{"keepers": ...}`` for a run measured in the target, else nothing (the key stays absent)."""
     keepers = keepers_summary((record.memray or {}).get("keepers"), record.samples)
     return {} if keepers is None else {"keepers": keepers}
+
+
 def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per analysed metric: where it came from and its gaps; per source: its reads and errors."""
     origins, sources = source_figures(record.samples)
@@ -136,17 +139,23 @@ def metric_sources(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any
         elif origin is None:
             out[name] = {"source": "process", "series": None, "gaps": None}
         else:
-            gaps = {"samples": origin["values"] + origin["gaps"],
-                    **{key: origin[key] for key in ("gaps", "errors", "stale", "absent")}}
+            gaps = {
+                "samples": origin["values"] + origin["gaps"],
+                **{key: origin[key] for key in ("gaps", "errors", "stale", "absent")},
+            }
             remote = origin["source"] != "process"
             out[name] = {"source": origin["source"], "series": origin["series"], "gaps": gaps if remote else None}
     return out, sources
 
 
-def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None) -> dict[str, Any]:
+def build_summary(
+    record: RunRecord, analysis: Analysis, *, verdict: Verdict | None = None, reasons: list[str] | None = None
+) -> dict[str, Any]:
     """summary.json's content. ``verdict``/``reasons`` override the analysis (run errors)."""
     run = record.run
-    target = dict(run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False})
+    target = dict(
+        run.get("target") or {"pid": record.meta.get("target", {}).get("pid"), "exit_code": None, "crashed": False}
+    )
     final = verdict or analysis.verdict
     sites = _sites(record, analysis)
     coverage = None
@@ -158,8 +167,11 @@ def build_summary(record: RunRecord, analysis: Analysis, *, verdict: Verdict | N
         "verdict": final.value,
         "exit_code": final.exit_code,
         "reasons": reasons if reasons is not None else analysis.reasons,
-        "notes": list(record.meta.get("notes", [])) + list(run.get("notes", []))
-        + list((record.memray or {}).get("notes", [])) + list(analysis.notes) + ([coverage] if coverage else []),
+        "notes": list(record.meta.get("notes", []))
+        + list(run.get("notes", []))
+        + list((record.memray or {}).get("notes", []))
+        + list(analysis.notes)
+        + ([coverage] if coverage else []),
         "profile": record.profile.name,
         "started_at": record.meta.get("started_at"),
         "ended_at": run.get("ended_at"),

@@ -24,8 +24,16 @@ from .sites import WARMUP_FRACTION, steady_closed
 from .stats import mann_kendall, theil_sen
 from .verdict import DECELERATION_RATIO
 
-__all__ = ["keepers_summary", "keeper_lines", "grows", "MIN_PER_CONNECTION", "MIN_GROWTH", "MIN_POINTS",
-           "MIN_CENSUS_POINTS", "THIN_POINTS"]
+__all__ = [
+    "keepers_summary",
+    "keeper_lines",
+    "grows",
+    "MIN_PER_CONNECTION",
+    "MIN_GROWTH",
+    "MIN_POINTS",
+    "MIN_CENSUS_POINTS",
+    "THIN_POINTS",
+]
 
 #: Fewer items per connection than this is not a keeper (one per hundred connections).
 MIN_PER_CONNECTION = 0.01
@@ -41,8 +49,23 @@ THIN_POINTS = 12
 MAX_LISTED = 5
 ALPHA = 0.05
 #: Object types whose growth says nothing on its own (the plumbing of any object graph).
-_PLUMBING = {"dict", "list", "tuple", "set", "cell", "frame", "method", "builtin_function_or_method", "weakref",
-             "function", "coroutine", "collections.deque", "weakref.ReferenceType", "weakref.ProxyType", "frozenset"}
+_PLUMBING = {
+    "dict",
+    "list",
+    "tuple",
+    "set",
+    "cell",
+    "frame",
+    "method",
+    "builtin_function_or_method",
+    "weakref",
+    "function",
+    "coroutine",
+    "collections.deque",
+    "weakref.ReferenceType",
+    "weakref.ProxyType",
+    "frozenset",
+}
 
 
 def _window(walls: Sequence[float], samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -121,23 +144,42 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
         if found:
             end = next((v for v in reversed(series["lengths"]) if v is not None), None)
             text = f"{name} ({series['type']}) grows {found['per_connection']:.2f} items per connection"
-            out["containers"].append({"name": name, "type": series["type"], "file": series.get("file"), **found,
-                                      "items_end": end,
-                                      "text": text})
+            out["containers"].append(
+                {
+                    "name": name,
+                    "type": series["type"],
+                    "file": series.get("file"),
+                    **found,
+                    "items_end": end,
+                    "text": text,
+                }
+            )
     for label, series in (keepers.get("tasks") or {}).items():
         y = _series(series["counts"])
         found = grows(x, y[mask])
         if found:
             waiting = f", waiting at {series['waiting_at']}" if series.get("waiting_at") else ""
             text = f"asyncio tasks alive grow {found['per_connection']:.2f} per connection (coroutine {label}{waiting})"
-            out["tasks"].append({"coroutine": label, "waiting_at": series.get("waiting_at"), **found,
-                                 "alive_end": int(series["counts"][-1]), "text": text})
+            out["tasks"].append(
+                {
+                    "coroutine": label,
+                    "waiting_at": series.get("waiting_at"),
+                    **found,
+                    "alive_end": int(series["counts"][-1]),
+                    "text": text,
+                }
+            )
     for label, counts in (keepers.get("threads") or {}).items():
         found = grows(x, _series(counts)[mask])
         if found:
-            out["threads"].append({"target": label, **found, "alive_end": int(counts[-1]),
-                                   "text": f"threads alive grow {found['per_connection']:.2f} per connection "
-                                           f"(running {label})"})
+            out["threads"].append(
+                {
+                    "target": label,
+                    **found,
+                    "alive_end": int(counts[-1]),
+                    "text": f"threads alive grow {found['per_connection']:.2f} per connection (running {label})",
+                }
+            )
     census_walls = keepers.get("census_walls") or []
     judged = False  # enough full collections in the window to say which types grew
     if census_walls:
@@ -150,7 +192,7 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
                     continue
                 found = grows(cx[cmask], _series(counts)[cmask], min_points=MIN_CENSUS_POINTS)
                 if found:
-                    what = name[len("function "):] if name.startswith("function ") else name
+                    what = name[len("function ") :] if name.startswith("function ") else name
                     kind = "functions" if name.startswith("function ") else "objects"
                     text = f"{found['per_connection']:.2f} {what} {kind} kept per connection"
                     out["objects"].append({"type": name, **found, "text": text})
@@ -160,9 +202,14 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
     # the user's own functions (closures such as listeners) and classes first, then the rest, most per connection first
     containers = keepers.get("containers") or {}
     user_modules = {"__main__"} | {name.split(".")[0] for name, c in containers.items() if c.get("file")}
-    out["objects"].sort(key=lambda item: (item["type"].startswith("function "),
-                                          item["type"].split(".")[0] in user_modules,
-                                          item["per_connection"]), reverse=True)
+    out["objects"].sort(
+        key=lambda item: (
+            item["type"].startswith("function "),
+            item["type"].split(".")[0] in user_modules,
+            item["per_connection"],
+        ),
+        reverse=True,
+    )
     for key in ("containers", "tasks", "threads", "objects"):
         out[key] = out[key][:MAX_LISTED]
     chain = keepers.get("chain")
@@ -176,8 +223,10 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
     elif chain and chain.get("error"):
         notes.append(f"keepers: the back-reference chain could not be traced ({chain['error']})")
     if keepers.get("truncated"):
-        notes.append(f"keepers: the walk of module globals hit its budget at {keepers['truncated']} checkpoints; "
-                     "deeper containers were not measured")
+        notes.append(
+            f"keepers: the walk of module globals hit its budget at {keepers['truncated']} checkpoints; "
+            "deeper containers were not measured"
+        )
     return out
 
 
@@ -190,5 +239,3 @@ def keeper_lines(keepers: Mapping[str, Any] | None) -> list[str]:
     if keepers.get("chain"):
         lines.append(f"chain: {keepers['chain']['text']}")
     return lines
-
-

@@ -17,8 +17,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["join_heap", "leak_sites", "memray_summary", "tree_processes", "steady_closed", "site_meaning",
-           "coverage_note", "WARMUP_FRACTION", "MAX_SITES", "MIN_POINTS"]
+__all__ = [
+    "join_heap",
+    "leak_sites",
+    "memray_summary",
+    "tree_processes",
+    "steady_closed",
+    "site_meaning",
+    "coverage_note",
+    "WARMUP_FRACTION",
+    "MAX_SITES",
+    "MIN_POINTS",
+]
 
 #: Share of the steady window (by closed connections) skipped as warm-up.
 WARMUP_FRACTION = 0.25
@@ -34,8 +44,13 @@ THIN_MIN_POINTS = 3
 MIN_BYTES_PER_CONNECTION = 1.0
 
 
-def join_heap(samples: Sequence[dict[str, Any]], heap: Sequence[Sequence[float]], *, tolerance: float | None = None,
-              field: str = "heap") -> list[dict[str, Any]]:
+def join_heap(
+    samples: Sequence[dict[str, Any]],
+    heap: Sequence[Sequence[float]],
+    *,
+    tolerance: float | None = None,
+    field: str = "heap",
+) -> list[dict[str, Any]]:
     """The samples with ``heap`` (or ``field``) filled from GC checkpoints, matched by wall time.
 
     Each checkpoint goes to the sample nearest in time (within ``tolerance`` seconds,
@@ -87,7 +102,9 @@ def steady_closed(samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.
     return walls[order], closed[order]
 
 
-def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, budget: float, limit: int = MAX_SITES) -> list[dict[str, Any]]:
+def leak_sites(
+    reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], *, budget: float, limit: int = MAX_SITES
+) -> list[dict[str, Any]]:
     """The allocation sites that grew with connections, largest first.
 
     Each: ``location`` (file:line of the innermost user frame), ``function``,
@@ -156,12 +173,15 @@ def leak_sites(reduced: Mapping[str, Any], samples: Sequence[Mapping[str, Any]],
         # Without python-allocator tracing, small objects sit in pymalloc arenas charged to whichever
         # allocation opened them: when the sites do not add up to the heap's growth, or arenas were
         # charged to other sites and this one keeps less than a small object costs, it may read low.
-        if not exact and not site["approximate"] and (
-            unexplained or (arenas_elsewhere and site["bytes_per_connection"] < SMALL_OBJECT_BYTES)
+        if (
+            not exact
+            and not site["approximate"]
+            and (unexplained or (arenas_elsewhere and site["bytes_per_connection"] < SMALL_OBJECT_BYTES))
         ):
             site["approximate"] = True
-            site["meaning"] = site_meaning(site["location"], site["function"], library=site["library"],
-                                           approximate=False, unexplained=True)
+            site["meaning"] = site_meaning(
+                site["location"], site["function"], library=site["library"], approximate=False, unexplained=True
+            )
     return found
 
 
@@ -187,17 +207,23 @@ def site_meaning(location: str, function: str, *, library: bool, approximate: bo
     """
     if library:
         package = _package(location)
-        text = (f"{package} allocates these ({function}) for every connection and they are never freed: "
-                "something in your code keeps the connections (see what keeps it)")
+        text = (
+            f"{package} allocates these ({function}) for every connection and they are never freed: "
+            "something in your code keeps the connections (see what keeps it)"
+        )
     else:
         text = f"{function}() allocates these for every connection and they are still held at the end"
     if approximate:
-        text += ("; this site's figure is approximate because most of its bytes are pymalloc arenas, charged to "
-                 "whichever allocation opened them (target.memray_python_allocators = true counts each object)")
+        text += (
+            "; this site's figure is approximate because most of its bytes are pymalloc arenas, charged to "
+            "whichever allocation opened them (target.memray_python_allocators = true counts each object)"
+        )
     elif unexplained:
-        text += ("; this site's figure is approximate because, without python-allocator tracing, small objects sit "
-                 "in pymalloc arenas charged to other allocations, so it may read low "
-                 "(target.memray_python_allocators = true counts each object)")
+        text += (
+            "; this site's figure is approximate because, without python-allocator tracing, small objects sit "
+            "in pymalloc arenas charged to other allocations, so it may read low "
+            "(target.memray_python_allocators = true counts each object)"
+        )
     return text
 
 
@@ -209,8 +235,10 @@ def coverage_note(sites: Sequence[Mapping[str, Any]], *, python_allocators: bool
     explained = f"the allocation sites named explain {100 * sum(shares):.0f}% of the heap's growth per connection"
     if python_allocators:
         return f"{explained}; the rest is spread over sites too small to list"
-    return (f"{explained}: the rest is small objects carved from pymalloc arenas, which memray charges to whichever "
-            "allocation opened the arena; rerun with target.memray_python_allocators = true to split it by line")
+    return (
+        f"{explained}: the rest is small objects carved from pymalloc arenas, which memray charges to whichever "
+        "allocation opened the arena; rerun with target.memray_python_allocators = true to split it by line"
+    )
 
 
 def _heap_slope(reduced: Mapping[str, Any], walls: np.ndarray, closed: np.ndarray, start: float) -> float | None:

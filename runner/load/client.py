@@ -340,7 +340,10 @@ class WebSocketClient:
             if raw is None:
                 sock.sendall(data)  # TLS: in a greenlet already
                 continue
-            sent = raw.send(data, socket.MSG_DONTWAIT)
+            try:
+                sent = raw.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
             if sent < len(data):  # a full send buffer: let a greenlet finish the write
                 gevent.spawn(sock.sendall, data[sent:])
 

@@ -22,6 +22,7 @@ from typing import IO, Any
 import gevent
 import locust  # noqa: F401  (monkey-patches the standard library for gevent first)
 from locust.env import Environment
+from locust.rpc import Message
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner
 from locust.stats import StatsEntry
 
@@ -229,6 +230,15 @@ class LoadDriver:
 
     def quit(self) -> None:
         """Stop everything, workers included; never raises."""
+        try:
+            if self.plan.distributed:
+                # Locust's master forgets a worker that reported "stopped" and sends it no quit;
+                # such a worker would wait for heartbeats through the drain before it gave up.
+                for node_id in self._ready:
+                    if node_id not in self.runner.clients:
+                        self.runner.server.send_to_client(Message("quit", None, node_id))
+        except Exception:  # noqa: BLE001 - quitting must not mask the run's outcome
+            pass
         try:
             self.runner.quit()
         except Exception:  # noqa: BLE001 - quitting must not mask the run's outcome

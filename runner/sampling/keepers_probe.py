@@ -63,14 +63,56 @@ CHAIN_NODES = 2_000_000
 _CONTAINERS = (dict, list, set, frozenset, collections.deque)
 _NOT_DESCENDED = (types.ModuleType, type, types.CodeType, threading.Thread)
 _CONTAINER_NAMES = {"dict", "list", "set", "frozenset", "deque", "defaultdict", "OrderedDict"}
-_SKIP_TYPES = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type,
-               types.CodeType, types.FrameType, property, staticmethod, classmethod, str, bytes, int, float,
-               bool, type(None), complex, range, memoryview, bytearray)
+_SKIP_TYPES = (
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    type,
+    types.CodeType,
+    types.FrameType,
+    property,
+    staticmethod,
+    classmethod,
+    str,
+    bytes,
+    int,
+    float,
+    bool,
+    type(None),
+    complex,
+    range,
+    memoryview,
+    bytearray,
+)
 #: Builtin types that are the plumbing of any object graph, never what a reader looks for.
-_PLUMBING = {"dict", "list", "tuple", "set", "cell", "frame", "method", "builtin_function_or_method", "weakref",
-             "function", "coroutine", "getset_descriptor", "member_descriptor", "wrapper_descriptor",
-             "method_descriptor", "frozenset", "type", "module", "staticmethod", "classmethod", "property",
-             "collections.deque", "weakref.ReferenceType", "_contextvars.Context", "managedbuffer"}
+_PLUMBING = {
+    "dict",
+    "list",
+    "tuple",
+    "set",
+    "cell",
+    "frame",
+    "method",
+    "builtin_function_or_method",
+    "weakref",
+    "function",
+    "coroutine",
+    "getset_descriptor",
+    "member_descriptor",
+    "wrapper_descriptor",
+    "method_descriptor",
+    "frozenset",
+    "type",
+    "module",
+    "staticmethod",
+    "classmethod",
+    "property",
+    "collections.deque",
+    "weakref.ReferenceType",
+    "_contextvars.Context",
+    "managedbuffer",
+}
 
 
 def _library_prefixes() -> tuple[str, ...]:
@@ -228,8 +270,11 @@ class Probe:
         namespace = vars(module)
         cached = self._library_cache.get(name)
         if cached is None or cached[0] != len(namespace) or cached[1] is not module:
-            containers = [(attr, value) for attr, value in self._items(namespace)
-                          if isinstance(attr, str) and _is_container(value) and type(value).__module__ != "weakref"]
+            containers = [
+                (attr, value)
+                for attr, value in self._items(namespace)
+                if isinstance(attr, str) and _is_container(value) and type(value).__module__ != "weakref"
+            ]
             cached = self._library_cache[name] = (len(namespace), module, containers)
         return cached[2]
 
@@ -599,8 +644,14 @@ class Probe:
     def measure(self, wall: float, *, full: bool) -> None:
         """One checkpoint's line: containers, tasks, threads (the census when ``full``)."""
         containers, walk = self.containers()
-        entry: dict[str, Any] = {"wall": wall, "full": full, "containers": containers, "tasks": self.tasks(),
-                                 "threads": self.threads(), **walk}
+        entry: dict[str, Any] = {
+            "wall": wall,
+            "full": full,
+            "containers": containers,
+            "tasks": self.tasks(),
+            "threads": self.threads(),
+            **walk,
+        }
         self.write(**entry)
 
     def close(self) -> None:

@@ -73,7 +73,14 @@ class AttachResult:
     note: str | None = None
 
 
-def _session_options(files: MemrayFiles, *, checkpoint_interval: float, memory_interval_ms: int, max_bytes: int | None, python_allocators: bool) -> dict[str, Any]:
+def _session_options(
+    files: MemrayFiles,
+    *,
+    checkpoint_interval: float,
+    memory_interval_ms: int,
+    max_bytes: int | None,
+    python_allocators: bool,
+) -> dict[str, Any]:
     """The launcher's command-line options as ``argparse.Namespace`` keywords (absolute paths)."""
     return {
         "capture": str(files.capture.resolve()),
@@ -121,7 +128,9 @@ def attach_payload(launcher: str, options: dict[str, Any]) -> str:
     that did not detach (it crashed) is stopped first; memray allows one tracker at a time.
     Any exception comes back to the runner as its ``repr`` (memray's injector does that).
     """
-    return _STOP_SESSION + f"""\
+    return (
+        _STOP_SESSION
+        + f"""\
 _soak_runner_stop("replaced")
 
 _launcher = {launcher!r}
@@ -148,14 +157,18 @@ def _soak_runner_stop_at_exit(session=_session):
 atexit.register(_soak_runner_stop_at_exit)
 memray._soak_runner_atexit = _soak_runner_stop_at_exit
 """
+    )
 
 
 def detach_payload() -> str:
     """The Python source run inside the target to stop the soak session (finalises the capture)."""
-    return _STOP_SESSION + """\
+    return (
+        _STOP_SESSION
+        + """\
 if not _soak_runner_stop("detach"):
     raise RuntimeError("no soak-runner memray session is active in this process")
 """
+    )
 
 
 def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
@@ -165,7 +178,11 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
     the ``repr`` of the exception the payload raised inside the target.
     """
     lowered = text.lower()
-    head = f"memray skipped: cannot attach to pid {pid}" if action == "attach" else f"memray: could not detach from pid {pid}"
+    head = (
+        f"memray skipped: cannot attach to pid {pid}"
+        if action == "attach"
+        else f"memray: could not detach from pid {pid}"
+    )
     tail = f" ({_FALLBACK})" if action == "attach" else ""
     if "cannot find a supported" in lowered or "no gdb" in lowered:
         return f"{head}: needs gdb: apt-get install gdb, or --no-memray{tail}"
@@ -174,7 +191,10 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
     refused = re.search(r"(?:Permission denied|Operation not permitted): '([^']+)'", text)
     if "permissionerror" in lowered or refused:  # the payload was refused a file, not gdb the process
         what = f"access to {refused.group(1)}" if refused else "access to a file"
-        return f"{head}: the server process was refused {what}: run soak as the server's user, or --out a folder that user can write{tail}"
+        return (
+            f"{head}: the server process was refused {what}: run soak as the server's user, or --out a folder that "
+            f"user can write{tail}"
+        )
     if "failed to attach a debugger" in lowered or "ptrace" in lowered or "operation not permitted" in lowered:
         why = "the process belongs to another user" if "different user" in lowered else "Operation not permitted"
         return (
@@ -186,14 +206,23 @@ def explain_failure(text: str, *, pid: int, action: str = "attach") -> str:
     if "memray shared library" in lowered:
         return f"{head}: the server cannot load memray's injector library (installed for another user?){tail}"
     if "memray" in lowered and ("no module named" in lowered or "importerror" in lowered):
-        return f"{head}: memray is not importable in the server's Python environment: pip install memray there, or --no-memray{tail}"
+        return (
+            f"{head}: memray is not importable in the server's Python environment: pip install memray there, or "
+            f"--no-memray{tail}"
+        )
     if "timed out" in lowered or "timeout" in lowered:
-        return f"{head}: the process did not run the attach code in time (idle, stopped, in another container, or never releasing the GIL?){tail}"
+        return (
+            f"{head}: the process did not run the attach code in time (idle, stopped, in another container, or "
+            f"never releasing the GIL?){tail}"
+        )
     if "more than one tracker" in lowered:
         return f"{head}: another memray tracker is already active in it (stop it with `memray detach {pid}`){tail}"
     missing = re.search(r"No such file or directory: '([^']+)'", text)
     if missing:
-        return f"{head}: the server cannot see {missing.group(1)} (does it run in another container or mount namespace?){tail}"
+        return (
+            f"{head}: the server cannot see {missing.group(1)} (does it run in another container or mount "
+            f"namespace?){tail}"
+        )
     if "no soak-runner memray session" in lowered:
         return f"{head}: no soak-runner session was active (the server restarted?)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), "no error text")
@@ -238,10 +267,15 @@ def children_note(pid: int) -> str | None:
         return None
     if not children:
         return None
-    return f"memray tracks pid {pid} only; its {len(children)} child process(es) are measured by psutil only (attach to a worker's pid to track it)"
+    return (
+        f"memray tracks pid {pid} only; its {len(children)} child process(es) are measured by psutil only (attach "
+        "to a worker's pid to track it)"
+    )
 
 
-def _open_channel(pid: int, *, timeout: float, wake: Callable[[], None] | None) -> tuple[socket.socket | None, str | None]:
+def _open_channel(
+    pid: int, *, timeout: float, wake: Callable[[], None] | None
+) -> tuple[socket.socket | None, str | None]:
     """Inject memray's control channel into ``pid``: (the connected socket, None) or (None, why not).
 
     gdb lets the injector in only when a thread of the target calls malloc, a PyMem
@@ -352,9 +386,12 @@ def attach(
     files.root.mkdir(parents=True, exist_ok=True)
     _hand_over(files.root, pid)
     options = _session_options(
-        files, checkpoint_interval=checkpoint_interval, memory_interval_ms=memory_interval_ms,
-        max_bytes=max_bytes, python_allocators=python_allocators,
-    )  # fmt: skip
+        files,
+        checkpoint_interval=checkpoint_interval,
+        memory_interval_ms=memory_interval_ms,
+        max_bytes=max_bytes,
+        python_allocators=python_allocators,
+    )
     error = _inject(pid, attach_payload(os.path.abspath(memray_launch.__file__), options), timeout=timeout, wake=wake)
     if error is None:
         return AttachResult(True, children_note(pid))
@@ -371,7 +408,10 @@ def detach(pid: int, *, timeout: float = PAYLOAD_TIMEOUT, wake: Callable[[], Non
     except psutil.Error:
         running = False
     if not running:
-        return f"memray: pid {pid} exited while attached; its capture was finalised by its exit hook, or read up to its last record"
+        return (
+            f"memray: pid {pid} exited while attached; its capture was finalised by its exit hook, or read up to "
+            "its last record"
+        )
     error = _inject(pid, detach_payload(), timeout=timeout, wake=wake)
     return None if error is None else explain_failure(error, pid=pid, action="detach")
 

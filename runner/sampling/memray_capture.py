@@ -203,7 +203,9 @@ def _in_library(file: str, library: tuple[str, ...]) -> bool:
     return os.path.realpath(file).startswith(library)
 
 
-def user_frame(stack: Sequence[tuple[str, str, int]], library: tuple[str, ...]) -> tuple[tuple[str, str, int], list[tuple[str, str, int]]]:
+def user_frame(
+    stack: Sequence[tuple[str, str, int]], library: tuple[str, ...]
+) -> tuple[tuple[str, str, int], list[tuple[str, str, int]]]:
     """The innermost frame in user code, and the user frames of the stack (innermost first).
 
     ``stack`` is memray's ``(function, file, line)`` list, innermost first. Library
@@ -306,9 +308,14 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
             intervals = record.intervals
             if not intervals or not len(points):
                 continue
-            starts = np.fromiter((iv.allocated_before_snapshot for iv in intervals), dtype=np.int64, count=len(intervals))
+            starts = np.fromiter(
+                (iv.allocated_before_snapshot for iv in intervals), dtype=np.int64, count=len(intervals)
+            )
             ends = np.fromiter(
-                (len(snapshots) + 1 if iv.deallocated_before_snapshot is None else iv.deallocated_before_snapshot for iv in intervals),
+                (
+                    len(snapshots) + 1 if iv.deallocated_before_snapshot is None else iv.deallocated_before_snapshot
+                    for iv in intervals
+                ),
                 dtype=np.int64,
                 count=len(intervals),
             )
@@ -323,8 +330,14 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
             diff = diffs.get(key)
             if diff is None:
                 diff = diffs[key] = np.zeros(len(points) + 1)
-                meta[key] = {"function": function, "weight": 0.0, "stack": user[:4], "live": 0.0, "arena": 0.0,
-                             "library": not user}
+                meta[key] = {
+                    "function": function,
+                    "weight": 0.0,
+                    "stack": user[:4],
+                    "live": 0.0,
+                    "arena": 0.0,
+                    "library": not user,
+                }
             np.add.at(diff, first[live], sizes[live])
             np.add.at(diff, stop[live], -sizes[live])
             weight = float(sizes[live].sum())
@@ -361,7 +374,9 @@ def reduce_capture(capture: Path, checkpoints: Path) -> dict[str, Any]:
             "heap and sites cover the run up to that moment"
         )
     elif status == "incomplete":
-        notes.append("memray: capture incomplete: the target was killed before tracking ended; it was read up to its last record")
+        notes.append(
+            "memray: capture incomplete: the target was killed before tracking ended; it was read up to its last record"
+        )
     return {
         "format": REDUCED_FORMAT,
         "status": status,
@@ -402,9 +417,19 @@ def render_flamegraph(capture: Path, output: Path, *, timeout: float = 600.0) ->
     of an artifact that CI may publish; names, files and line numbers stay.
     """
     argv = [
-        sys.executable, "-m", "memray", "flamegraph", "--temporal", "--no-web", "--force",
-        "--confidential-files", "all", "-o", str(output), str(capture),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "memray",
+        "flamegraph",
+        "--temporal",
+        "--no-web",
+        "--force",
+        "--confidential-files",
+        "all",
+        "-o",
+        str(output),
+        str(capture),
+    ]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
@@ -421,7 +446,11 @@ def _cache_valid(cached: dict[str, Any], capture: Path) -> bool:
         stat = capture.stat()
     except OSError:
         return False
-    return cached.get("format") == REDUCED_FORMAT and cached.get("capture_bytes") == stat.st_size and cached.get("capture_mtime") == stat.st_mtime
+    return (
+        cached.get("format") == REDUCED_FORMAT
+        and cached.get("capture_bytes") == stat.st_size
+        and cached.get("capture_mtime") == stat.st_mtime
+    )
 
 
 def ensure_reduced(folder: Path, *, flamegraph: bool = True) -> dict[str, Any] | None:
@@ -467,7 +496,6 @@ def ensure_reduced(folder: Path, *, flamegraph: bool = True) -> dict[str, Any] |
     reduced["flamegraph"] = files.relative(files.flamegraph) if files.flamegraph.exists() else None
     write_json(files.reduced, reduced)
     return reduced
-
 
 
 def _main(argv: Sequence[str]) -> int:

@@ -2,8 +2,9 @@
 
 Why not ``memray run``: on a ``websockets`` asyncio server, ``memray run`` recorded
 almost every allocation of the connection handler with an empty Python stack (memray
-1.20, Python 3.11: ~98% of them had no file and no line). Starting ``memray.Tracker`` in the target process and then running the
-target with :mod:`runpy` keeps the stacks, so a leak can be named by file and line.
+1.20, Python 3.11: ~98% of them had no file and no line). Starting ``memray.Tracker`` in
+the target process and then running the target with :mod:`runpy` keeps the stacks, so a
+leak can be named by file and line.
 
 The runner starts ``python /path/to/memray_launch.py OPTIONS -- PYTHON-ARGS`` where
 PYTHON-ARGS is what followed ``{python}`` in the target command (``-m pkg.mod ...``,
@@ -260,10 +261,12 @@ class _Session:
         if not full or not self._frozen:
             self._gc_seconds = seconds  # what the next checkpoint will cost: paces them
         wall = time.time()
-        self.log.write(wall=wall, gc=collected, gc_ms=round(wall_seconds * 1000, 2), cpu_ms=round(seconds * 1000, 2),
-                       full=full)
-        self.probe.write(wall=wall, full=full, containers=containers, tasks=tasks, threads=threads, census=census,
-                         **walk)
+        self.log.write(
+            wall=wall, gc=collected, gc_ms=round(wall_seconds * 1000, 2), cpu_ms=round(seconds * 1000, 2), full=full
+        )
+        self.probe.write(
+            wall=wall, full=full, containers=containers, tasks=tasks, threads=threads, census=census, **walk
+        )
 
     def _write_chain(self) -> None:
         """For the type that grew most between the first and last census, a path from a module global."""
@@ -279,8 +282,13 @@ class _Session:
             return
         finally:
             gc.freeze()
-        self.probe.write(event="chain", wall=time.time(), chain=found, tried=self.probe.tried,
-                         ms=round((time.perf_counter() - began) * 1000, 1))
+        self.probe.write(
+            event="chain",
+            wall=time.time(),
+            chain=found,
+            tried=self.probe.tried,
+            ms=round((time.perf_counter() - began) * 1000, 1),
+        )
 
     def _requested(self, word: str) -> bool:
         """Whether the runner wrote ``word`` (a line: ``freeze``, ``chain``) into the control file."""

@@ -184,12 +184,23 @@ def test_the_attach_payload_measures_keepers_like_the_launcher(tmp_path):
     files.root.mkdir()
     port = free_port()
     script = str(Path(__file__).resolve().parent.parent / "servers" / "listener.py")
-    process = subprocess.Popen([sys.executable, "-c", INJECTED, str(tmp_path), str(port), script], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", INJECTED, str(tmp_path), str(port), script],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, timeout=60)
-        options = {"capture": str(files.capture), "checkpoints": str(files.checkpoints), "control": str(files.control),
-                   "checkpoint_interval": 0.5, "memory_interval_ms": 50, "max_bytes": None, "python_allocators": False}
+        options = {
+            "capture": str(files.capture),
+            "checkpoints": str(files.checkpoints),
+            "control": str(files.control),
+            "checkpoint_interval": 0.5,
+            "memory_interval_ms": 50,
+            "max_bytes": None,
+            "python_allocators": False,
+        }
         (tmp_path / "attach.py").write_text(attach_payload(memray_launch.__file__, options), encoding="utf-8")
         _wait_for(tmp_path / "attach.py.done", "the payload did not run")
         request_freeze(tmp_path)
@@ -237,8 +248,9 @@ def test_sessions_dict_is_named_with_its_buffer_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [64, 200, 2048, 8192])
 def test_small_bytes_per_connection_in_range_with_python_allocators(tmp_path, size):
-    result, summary = _soak(tmp_path, "smallbytes", duration="25s", args=f" --bytes {size}",
-                            extra="memray_python_allocators = true")
+    result, summary = _soak(
+        tmp_path, "smallbytes", duration="25s", args=f" --bytes {size}", extra="memray_python_allocators = true"
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert summary["keepers"]["containers"][0]["name"] == "smallbytes.AUDIT"
     site = next(s for s in summary["sites"] if s["location"] == "tests/servers/smallbytes.py:13")
