@@ -44,7 +44,9 @@ def evaluate(record: RunRecord, settings: AnalysisSettings | None = None) -> tup
     return analysis, build_summary(record, analysis, verdict=verdict, reasons=reasons)
 
 
-def finish_run(path: str | Path, *, overrides: dict[str, Any] | None = None, history: str | Path | None = None) -> dict[str, Any]:
+def finish_run(
+    path: str | Path, *, overrides: dict[str, Any] | None = None, history: str | Path | None = None
+) -> dict[str, Any]:
     """Analyse a run folder, write summary.json, junit.xml and report.html, record the run in the
     history (``history``: database path overriding the profile's), and return the summary."""
     ensure_reduced(Path(path))  # reads a memray capture once; later calls reuse memray/reduced.json
@@ -67,7 +69,9 @@ def _redacted(record: RunRecord) -> RunRecord:
 # --- outputs: summary.json, junit.xml, report.html, run history ----------------------
 
 
-def _previous_runs(record: RunRecord, summary: dict[str, Any], history_option: str | Path | None) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+def _previous_runs(
+    record: RunRecord, summary: dict[str, Any], history_option: str | Path | None
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Open the history database and compare this run with the previous runs of its profile.
 
     Returns the open database (or ``None``), the summary's ``trend`` part, and the previous
@@ -82,15 +86,26 @@ def _previous_runs(record: RunRecord, summary: dict[str, Any], history_option: s
     path = resolve_path(history_option, settings.path)
     try:
         db = History(path)
-        previous = db.runs(summary.get("profile"), limit=settings.trend_runs - 1, exclude=record.folder, before=summary.get("started_at"))
+        previous = db.runs(
+            summary.get("profile"),
+            limit=settings.trend_runs - 1,
+            exclude=record.folder,
+            before=summary.get("started_at"),
+        )
     except SoakError as exc:
         return None, {"database": str(path), "error": str(exc), "regressions": []}, []
-    trend = {"database": str(path), "previous_runs": len(previous), "regressions": find_regressions(summary.get("metrics") or {}, previous),
-             "fail_on_regression": settings.fail_on_regression}
+    trend = {
+        "database": str(path),
+        "previous_runs": len(previous),
+        "regressions": find_regressions(summary.get("metrics") or {}, previous),
+        "fail_on_regression": settings.fail_on_regression,
+    }
     return db, trend, previous
 
 
-def write_outputs(folder: RunFolder, record: RunRecord, summary: dict[str, Any], *, history: str | Path | None = None) -> dict[str, Any]:
+def write_outputs(
+    folder: RunFolder, record: RunRecord, summary: dict[str, Any], *, history: str | Path | None = None
+) -> dict[str, Any]:
     """Write summary.json, junit.xml and report.html of a redacted record; record the run in the history.
 
     A regression flagged against the history is a note (and fails the run, exit 1, when
@@ -109,8 +124,11 @@ def write_outputs(folder: RunFolder, record: RunRecord, summary: dict[str, Any],
         if trend.get("error"):
             summary["notes"] = list(summary.get("notes", [])) + [f"run history not updated: {trend['error']}"]
         elif messages and trend.get("fail_on_regression") and summary["verdict"] == Verdict.PASS.value:
-            summary.update(verdict=Verdict.LEAK.value, exit_code=Verdict.LEAK.exit_code,
-                           reasons=[f"regression: {m}" for m in messages] + list(summary.get("reasons", [])))
+            summary.update(
+                verdict=Verdict.LEAK.value,
+                exit_code=Verdict.LEAK.exit_code,
+                reasons=[f"regression: {m}" for m in messages] + list(summary.get("reasons", [])),
+            )
         elif messages:
             summary["notes"] = list(summary.get("notes", [])) + [f"regression: {m}" for m in messages]
     rows: list[dict[str, Any]] = []
@@ -124,7 +142,9 @@ def write_outputs(folder: RunFolder, record: RunRecord, summary: dict[str, Any],
             summary["notes"] = list(summary.get("notes", [])) + [f"run history not updated: {db.path}: {exc}"]
     write_json(folder.summary, summary)
     folder.junit.write_text(render_junit(summary), encoding="utf-8")
-    log_lines = [redact_text(line) for line in tail(folder.target_log, LOG_TAIL_LINES)]  # the target's own words may hold secrets
+    log_lines = [
+        redact_text(line) for line in tail(folder.target_log, LOG_TAIL_LINES)
+    ]  # the target's own words may hold secrets
     folder.report.write_text(render_report(record, summary, log_tail=log_lines, trend_runs=rows), encoding="utf-8")
     return summary
 
@@ -149,9 +169,13 @@ def rerender_report(path: str | Path) -> Path:
     if database:
         try:
             with History(database, create=False) as db:
-                rows = db.runs(summary.get("profile"), limit=record.profile.history.trend_runs, before=summary.get("started_at"))
+                rows = db.runs(
+                    summary.get("profile"), limit=record.profile.history.trend_runs, before=summary.get("started_at")
+                )
         except SoakError:
             rows = []
     log_lines = [redact_text(line) for line in tail(folder.target_log, LOG_TAIL_LINES)]
-    folder.report.write_text(render_report(_redacted(record), summary, log_tail=log_lines, trend_runs=rows), encoding="utf-8")
+    folder.report.write_text(
+        render_report(_redacted(record), summary, log_tail=log_lines, trend_runs=rows), encoding="utf-8"
+    )
     return folder.report

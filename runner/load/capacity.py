@@ -18,8 +18,15 @@ from typing import Sequence
 from ..errors import UsageError
 
 __all__ = [
-    "LoadPlan", "plan_load", "FD_RESERVE", "PORT_HEADROOM", "WORKERS_PER_CPU", "is_loopback_host", "read_port_range",
-    "CpuCosts", "cpu_check",
+    "LoadPlan",
+    "plan_load",
+    "FD_RESERVE",
+    "PORT_HEADROOM",
+    "WORKERS_PER_CPU",
+    "is_loopback_host",
+    "read_port_range",
+    "CpuCosts",
+    "cpu_check",
 ]
 
 #: File descriptors a load process needs besides its connections (interpreter, ZeroMQ
@@ -107,13 +114,19 @@ def plan_load(
     notes: list[str] = []
     connections = users * connections_per_user
     # What the messages call the load: "50000 users", or "50000 connections (12500 users x 4)".
-    load = f"{users} users" if connections_per_user == 1 else f"{connections} connections ({users} users x {connections_per_user})"
+    load = (
+        f"{users} users"
+        if connections_per_user == 1
+        else f"{connections} connections ({users} users x {connections_per_user})"
+    )
     per_process = max(1, fd_limit - FD_RESERVE)
     most_local = WORKERS_PER_CPU * max(1, cpus)
     if workers > most_local:
         raise UsageError(
-            f"load.workers = {workers} is more local worker processes than {cpus} CPUs can drive (at most {most_local})",
-            hint="lower load.workers, or run the rest on other machines (load.remote_workers + soak worker --master HOST:PORT)",
+            f"load.workers = {workers} is more local worker processes than {cpus} CPUs can drive (at most "
+            f"{most_local})",
+            hint="lower load.workers, or run the rest on other machines (load.remote_workers + soak worker --master "
+            "HOST:PORT)",
         )
     if workers == 0 and remote_workers == 0:
         if connections > per_process:
@@ -122,7 +135,8 @@ def plan_load(
                 raise UsageError(
                     f"{load} need at least {workers} workers at {fd_limit} fds each, "
                     f"more than {cpus} CPUs can drive here (at most {most_local} local workers)",
-                    hint="lower load.users, or add workers on other machines (load.remote_workers + soak worker --master HOST:PORT)",
+                    hint="lower load.users, or add workers on other machines (load.remote_workers + soak worker "
+                    "--master HOST:PORT)",
                 )
             notes.append(
                 f"{load} exceed what one process can hold ({per_process} connections at {fd_limit} fds); "
@@ -148,13 +162,16 @@ def plan_load(
         if needed_addresses > 1:
             if mode == "off":
                 raise UsageError(
-                    f"{load} need {needed_addresses} source addresses: one has only {ports} ports ({low}-{high}) per destination",
+                    f"{load} need {needed_addresses} source addresses: one has only {ports} ports ({low}-{high}) "
+                    "per destination",
                     hint='set load.source_addresses = "auto" (loopback targets) or list the addresses to connect from',
                 )
             if not loopback:
                 raise UsageError(
-                    f"{load} need {needed_addresses} source addresses to reach {target_host}: one has only {ports} ports ({low}-{high})",
-                    hint="list addresses of this machine in load.source_addresses (spreading is automatic only for loopback targets)",
+                    f"{load} need {needed_addresses} source addresses to reach {target_host}: one has only {ports} "
+                    f"ports ({low}-{high})",
+                    hint="list addresses of this machine in load.source_addresses (spreading is automatic only for "
+                    "loopback targets)",
                 )
             addresses = _auto_addresses(needed_addresses)
             notes.append(
@@ -274,8 +291,10 @@ def cpu_check(
         )
     ramp_seconds = connections / fastest
     if ramp_seconds > duration + 60:
-        notes.append(f"pre-check: the ramp of {connections} connections takes about {ramp_seconds:.0f}s, "
-                     f"longer than the {duration:g}s steady phase - raise load.spawn_rate or load.duration")
+        notes.append(
+            f"pre-check: the ramp of {connections} connections takes about {ramp_seconds:.0f}s, "
+            f"longer than the {duration:g}s steady phase - raise load.spawn_rate or load.duration"
+        )
 
     # holding: each connection is reopened every hold + think seconds, and answers keepalive pings;
     # once the cores cannot reopen them that fast, the open count stops at cycles/s x (hold + think)
@@ -286,8 +305,10 @@ def cpu_check(
     server_ms = (churn * (costs.server_connect_ms * 1.5) + pings * costs.server_ping_ms) if target_local else 0.0
     steady_process = client_ms / processes / 1000.0
     steady_machine = (client_ms * local_share + server_ms) / 1000.0
-    capacity = min(costs.usable_share / steady_process if steady_process else float("inf"),
-                   free_cores * costs.usable_share / steady_machine if steady_machine else float("inf"))
+    capacity = min(
+        costs.usable_share / steady_process if steady_process else float("inf"),
+        free_cores * costs.usable_share / steady_machine if steady_machine else float("inf"),
+    )
     if hold > 0 and capacity < 1.0:  # without a hold, churning as fast as the cores allow is the point
         held = int(connections * capacity)
         notes.append(

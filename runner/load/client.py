@@ -25,7 +25,13 @@ from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 __all__ = [
-    "WebSocketClient", "ConnectionClosedError", "HandshakeError", "WebSocketError", "Ending", "SERVER_CLOSE", "RESET",
+    "WebSocketClient",
+    "ConnectionClosedError",
+    "HandshakeError",
+    "WebSocketError",
+    "Ending",
+    "SERVER_CLOSE",
+    "RESET",
 ]
 
 _RECV_SIZE = 65536
@@ -76,9 +82,22 @@ class WebSocketClient:
     costs megabytes (see README "Scale" for the client memory per held connection).
     """
 
-    __slots__ = ("uri", "timeout", "source_address", "headers", "ssl_context", "protocol", "sock", "response",
-                 "_pending", "_fragments", "_fragment_opcode",
-                 "ending", "_watcher", "_on_end")
+    __slots__ = (
+        "uri",
+        "timeout",
+        "source_address",
+        "headers",
+        "ssl_context",
+        "protocol",
+        "sock",
+        "response",
+        "_pending",
+        "_fragments",
+        "_fragment_opcode",
+        "ending",
+        "_watcher",
+        "_on_end",
+    )
 
     def __init__(
         self,

@@ -46,7 +46,9 @@ def sample_latencies(latencies: dict[str, list[float]], limit: int = REPORT_LATE
     """At most ``limit`` latencies per name, drawn uniformly (all of them when there are fewer)."""
     import random
 
-    return {name: values if len(values) <= limit else random.sample(values, limit) for name, values in latencies.items()}
+    return {
+        name: values if len(values) <= limit else random.sample(values, limit) for name, values in latencies.items()
+    }
 
 
 def master_heartbeat_timeout(stop_timeout: float, default: int = 60) -> int:
@@ -163,8 +165,14 @@ class WorkerCounters:
         return taken
 
     def snapshot(self) -> dict[str, int]:
-        return {"opened": self.opened, "closed": self.closed, "open": self.open, "errors": self.errors,
-                "server_closes": self.server_closes, "resets": self.resets}
+        return {
+            "opened": self.opened,
+            "closed": self.closed,
+            "open": self.open,
+            "errors": self.errors,
+            "server_closes": self.server_closes,
+            "resets": self.resets,
+        }
 
     def cpu_readings(self) -> dict[str, tuple[float, float]]:
         """Each worker's latest (clock, cumulative CPU seconds) reading."""

@@ -55,7 +55,9 @@ class LoadDriver:
         """``scenario`` drives in-process users; workers rebuild it from ``profile_data`` (Profile.to_dict())."""
         self.url = url
         self.settings = settings
-        self.plan = plan or LoadPlan(users=settings.users, workers=settings.workers, remote_workers=settings.remote_workers)
+        self.plan = plan or LoadPlan(
+            users=settings.users, workers=settings.workers, remote_workers=settings.remote_workers
+        )
         self.stop_timeout = stop_timeout
         self._processes: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
@@ -75,7 +77,9 @@ class LoadDriver:
         if not self.plan.distributed:
             self.counters = LoadCounters()
             # scenario: runner.load.scenario.ScenarioPlan (steps, identity, TLS) or None for the echo loop
-            user_class = make_user_class(url, settings, self.counters, source_addresses=self.plan.source_addresses, scenario=scenario)
+            user_class = make_user_class(
+                url, settings, self.counters, source_addresses=self.plan.source_addresses, scenario=scenario
+            )
             self.environment = Environment(user_classes=[user_class], stop_timeout=stop_timeout, catch_exceptions=True)
             self.runner: LocalRunner | MasterRunner = self.environment.create_local_runner()
             watch_stopping(self.environment, user_class)
@@ -84,11 +88,18 @@ class LoadDriver:
         placeholder = make_user_class(url, settings, LoadCounters())  # the master only needs the class name
         self.environment = Environment(user_classes=[placeholder], stop_timeout=stop_timeout, catch_exceptions=True)
         self.master_host = settings.master_bind
-        self.master_port = settings.master_port or free_port("127.0.0.1" if self.master_host in ("*", "0.0.0.0", "") else self.master_host)
+        self.master_port = settings.master_port or free_port(
+            "127.0.0.1" if self.master_host in ("*", "0.0.0.0", "") else self.master_host
+        )
         try:
-            self.runner = self.environment.create_master_runner(master_bind_host=self.master_host, master_bind_port=self.master_port)
+            self.runner = self.environment.create_master_runner(
+                master_bind_host=self.master_host, master_bind_port=self.master_port
+            )
         except Exception as exc:  # zmq raises its own error types for a taken port or a bad address
-            raise LoadError(f"the Locust master cannot listen on {self.master_host}:{self.master_port}: {exc}", hint="set load.master_bind/master_port") from None
+            raise LoadError(
+                f"the Locust master cannot listen on {self.master_host}:{self.master_port}: {exc}",
+                hint="set load.master_bind/master_port",
+            ) from None
         self.runner.register_message(MSG_HELLO, self._on_hello)
         self.runner.register_message(MSG_READY, self._on_ready)
         self.environment.events.worker_report.add_listener(self._on_worker_report)
@@ -125,7 +136,16 @@ class LoadDriver:
 
     def _spawn_local_workers(self, log_dir: Path | None) -> None:
         connect = "127.0.0.1" if self.master_host in ("*", "0.0.0.0", "") else self.master_host
-        command = [sys.executable, "-m", "runner", "worker", "--master", f"{connect}:{self.master_port}", "--parent-pid", str(os.getpid())]
+        command = [
+            sys.executable,
+            "-m",
+            "runner",
+            "worker",
+            "--master",
+            f"{connect}:{self.master_port}",
+            "--parent-pid",
+            str(os.getpid()),
+        ]
         for index in range(self.plan.workers):
             if log_dir is not None:
                 path = Path(log_dir) / f"worker-{index + 1}.log"
@@ -135,7 +155,13 @@ class LoadDriver:
             else:
                 log = subprocess.DEVNULL
             self._processes.append(
-                subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                )
             )
 
     @property
@@ -148,7 +174,8 @@ class LoadDriver:
 
     def waiting_for(self) -> str:
         """Which workers are missing, for the error when they never come."""
-        return f"{len(self._ready)} of {self.expected_workers} workers joined the master at {self.master_host}:{self.master_port}"
+        where = f"{self.master_host}:{self.master_port}"
+        return f"{len(self._ready)} of {self.expected_workers} workers joined the master at {where}"
 
     # --- the run's interface -------------------------------------------------
 
@@ -156,7 +183,9 @@ class LoadDriver:
         """Start spawning users at the profile's spawn rate (returns at once)."""
         if self.plan.distributed:
             # MasterRunner.start blocks until every spawn message is dispatched.
-            self._start_greenlet = gevent.spawn(self.runner.start, self.settings.users, spawn_rate=self.settings.spawn_rate)
+            self._start_greenlet = gevent.spawn(
+                self.runner.start, self.settings.users, spawn_rate=self.settings.spawn_rate
+            )
         else:
             self.runner.start(self.settings.users, spawn_rate=self.settings.spawn_rate)
 
@@ -183,7 +212,9 @@ class LoadDriver:
         exceptions = self.runner.exceptions
         if exceptions:
             first = next(iter(exceptions.values()))
-            raise LoadError(f"the load generator failed: {first['msg']}", hint="see locust_stats.json for the traceback")
+            raise LoadError(
+                f"the load generator failed: {first['msg']}", hint="see locust_stats.json for the traceback"
+            )
         self._watch_silent_workers()
         lost_pids = {w["pid"] for w in self.lost_workers}
         for index, process in enumerate(self._processes):
@@ -199,8 +230,9 @@ class LoadDriver:
         """Note a worker whose heartbeats stopped reaching the master (Locust marks it missing)."""
         if not self.plan.distributed:
             return
-        clients = getattr(self.runner, "clients", {})  # a MasterRunner's workers
-        for node_id, node in list(clients.items()):
+        if not isinstance(self.runner, MasterRunner):
+            return
+        for node_id, node in list(self.runner.clients.items()):
             if node.state == STATE_MISSING and node_id not in self._silent:
                 self._silent.add(node_id)
                 self._notes.append(f"load worker {node_id} went silent (no heartbeat reached the master for 3 s)")
@@ -231,7 +263,7 @@ class LoadDriver:
     def quit(self) -> None:
         """Stop everything, workers included; never raises."""
         try:
-            if self.plan.distributed:
+            if isinstance(self.runner, MasterRunner):
                 # Locust's master forgets a worker that reported "stopped" and sends it no quit;
                 # such a worker would wait for heartbeats through the drain before it gave up.
                 for node_id in self._ready:
@@ -267,7 +299,9 @@ class LoadDriver:
 def _last_line(path: Path) -> str:
     """The last non-empty line of a worker's log (why it stopped), shortened."""
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        lines = [
+            line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+        ]
     except OSError:
         return ""
     return lines[-1][-200:] if lines else ""

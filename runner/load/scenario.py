@@ -187,13 +187,20 @@ def read_credentials(path: str) -> tuple[dict[str, str], ...]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ProfileError(f"load.credentials: cannot read {path!r} as CSV ({type(exc).__name__})") from None
     if not columns or not rows:
-        raise ProfileError(f"load.credentials: {path!r} has no rows", hint="first row: field names (e.g. username,token), then one row per user")
+        raise ProfileError(
+            f"load.credentials: {path!r} has no rows",
+            hint="first row: field names (e.g. username,token), then one row per user",
+        )
     bad = [c for c in columns if not c.isidentifier()]
     if bad:
-        raise ProfileError(f"load.credentials: column name {bad[0]!r} cannot be a placeholder", hint="use letters, digits and _ only")
+        raise ProfileError(
+            f"load.credentials: column name {bad[0]!r} cannot be a placeholder", hint="use letters, digits and _ only"
+        )
     clash = sorted(set(columns) & BUILTIN_FIELDS)
     if clash:
-        raise ProfileError(f"load.credentials: column {clash[0]!r} hides the built-in {{{clash[0]}}}", hint="rename the column")
+        raise ProfileError(
+            f"load.credentials: column {clash[0]!r} hides the built-in {{{clash[0]}}}", hint="rename the column"
+        )
     return rows
 
 
@@ -201,9 +208,16 @@ def read_credentials(path: str) -> tuple[dict[str, str], ...]:
 
 
 def _user_frames(tb: Any) -> list[traceback.FrameSummary]:
-    """Frames of the user's code only: ours (runner/), the standard library's import machinery and gevent's are left out."""
+    """Frames of the user's code only.
+
+    Ours (runner/), the standard library's import machinery and gevent's are left out.
+    """
     frames = traceback.extract_tb(tb)
-    return [f for f in frames if not f.filename.startswith(_PACKAGE_DIR) and "importlib" not in f.filename and "/gevent/" not in f.filename]
+    return [
+        f
+        for f in frames
+        if not f.filename.startswith(_PACKAGE_DIR) and "importlib" not in f.filename and "/gevent/" not in f.filename
+    ]
 
 
 def _user_tb(tb: Any) -> Any:
@@ -258,10 +272,15 @@ def load_code_scenario(path: str, function: str = "scenario") -> Callable[..., A
         ) from None
     func = getattr(module, function, None)
     if not callable(func):
-        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == name)
+        found = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == name
+        )
         raise ScenarioFileError(
             f"scenario file {Path(path).name} has no function {function!r}",
-            hint=f"define def {function}(conn, ctx), or set scenario.function" + (f" (functions in the file: {', '.join(found)})" if found else ""),
+            hint=f"define def {function}(conn, ctx), or set scenario.function"
+            + (f" (functions in the file: {', '.join(found)})" if found else ""),
         )
     return func
 
@@ -335,8 +354,9 @@ class ScenarioConnection:
         self._channel.flush()
         seconds = self.timeout if timeout is None else timeout
         try:
-            found = self._channel.take(lambda e: e.kind == "ack" and e.key == str(ack_id), time.monotonic() + seconds,
-                                       keep_others=True)
+            found = self._channel.take(
+                lambda e: e.kind == "ack" and e.key == str(ack_id), time.monotonic() + seconds, keep_others=True
+            )
         except TimeoutError:
             raise TimeoutError(f"no ack of {event!r} within {seconds:g}s") from None
         return list(found.data)
@@ -364,8 +384,9 @@ class ScenarioConnection:
         self._session(GraphQLWSSession, "recv_next")
         seconds = self.timeout if timeout is None else timeout
         try:
-            found = self._channel.take(lambda e: _next_of(e, op_id), time.monotonic() + seconds,
-                                       keep_others=lambda e: e.key != op_id)
+            found = self._channel.take(
+                lambda e: _next_of(e, op_id), time.monotonic() + seconds, keep_others=lambda e: e.key != op_id
+            )
         except TimeoutError:
             raise TimeoutError(f"no next of {op_id!r} within {seconds:g}s") from None
         return found.data
@@ -476,7 +497,9 @@ class ScenarioPlan:
         pairs += [(name, template.render(fields)) for name, template in self.identity.query]
         return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), parts.fragment))
 
-    def client(self, url: str, fields: Mapping[str, Any], *, source_address: str | None = None, timeout: float | None = None) -> WebSocketClient:
+    def client(
+        self, url: str, fields: Mapping[str, Any], *, source_address: str | None = None, timeout: float | None = None
+    ) -> WebSocketClient:
         """A not yet connected client carrying this user's identity."""
         identity = self.identity
         return WebSocketClient(
@@ -595,7 +618,11 @@ class ScenarioPlan:
                     raise TimeoutError()
                 message = client.recv(timeout=remaining)
             except TimeoutError:
-                seen = f"; {skipped} other message(s) came, the last: {self._shown(last, fields)}" if skipped else "; nothing came"
+                seen = (
+                    f"; {skipped} other message(s) came, the last: {self._shown(last, fields)}"
+                    if skipped
+                    else "; nothing came"
+                )
                 raise ExpectationFailed(f"{step.name}: no {step.expect.describe()} within {timeout:g}s{seen}") from None
             if step.expect.matches(message, fields):
                 return
@@ -702,7 +729,10 @@ class ScenarioPlan:
         user_traceback = format_user_traceback(exc)
         if not self._bug_reported:
             self._bug_reported = True
-            print(f"soak: the scenario in {self.code_file} raised an exception (your code, not soak-runner's):", file=sys.stderr)
+            print(
+                f"soak: the scenario in {self.code_file} raised an exception (your code, not soak-runner's):",
+                file=sys.stderr,
+            )
             print(user_traceback, file=sys.stderr, end="", flush=True)
         bug = ScenarioBug(f"the scenario raised {_one_line(exc)} at {_where(exc)}", user_traceback)
         user.environment.events.user_error.fire(user_instance=user, exception=bug, tb=_user_tb(exc.__traceback__))
@@ -761,13 +791,17 @@ def build_plan(profile: Any) -> ScenarioPlan | None:
         return None
     notes = []
     if target.insecure_tls:
-        notes.append("TLS certificate verification was OFF (target.insecure_tls = true): the server's identity was not checked")
+        notes.append(
+            "TLS certificate verification was OFF (target.insecure_tls = true): the server's identity was not checked"
+        )
     return ScenarioPlan(
         identity=identity,
         steps=steps if steps else (() if code or scenario.protocol else _echo_steps(load)),
         code=code,
         code_file=scenario.file,
-        ssl_context=make_ssl_context(ca_bundle=target.ca_bundle, insecure=target.insecure_tls) if (wss or target.ca_bundle or target.insecure_tls) else None,
+        ssl_context=make_ssl_context(ca_bundle=target.ca_bundle, insecure=target.insecure_tls)
+        if (wss or target.ca_bundle or target.insecure_tls)
+        else None,
         timeout=load.timeout,
         hold=load.hold,
         notes=notes,

@@ -13,6 +13,7 @@ statistics hold their counts, failures and latency percentiles.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any, Callable
 
@@ -84,7 +85,7 @@ class ChurnUser(User):
                 self.counters.opened += 1
                 held.append(client)
                 for _ in range(settings.messages):
-                    if not self._request("echo", lambda: self._echo(client), len(self.payload)):
+                    if not self._request("echo", functools.partial(self._echo, client), len(self.payload)):
                         held.remove(client)
                         self._release(client)
                         break

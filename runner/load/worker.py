@@ -102,7 +102,9 @@ def run_worker(options: WorkerOptions) -> int:
     try:
         runner = environment.create_worker_runner(options.master_host, options.master_port)
     except (ConnectionError, OSError) as exc:
-        raise LoadError(f"cannot join the Locust master at {options.master_host}:{options.master_port}: {exc}") from None
+        raise LoadError(
+            f"cannot join the Locust master at {options.master_host}:{options.master_port}: {exc}"
+        ) from None
     configured = gevent.event.Event()
 
     def on_config(environment: Environment, msg: Any, **_: Any) -> None:
@@ -117,7 +119,11 @@ def run_worker(options: WorkerOptions) -> int:
                 if scenario is not None:  # {user_id} stays unique across workers
                     scenario.user_id_offset = USER_IDS_PER_WORKER * runner.worker_index
             fresh = make_user_class(
-                data["url"], settings, counters, source_addresses=tuple(data.get("source_addresses") or ()), scenario=scenario
+                data["url"],
+                settings,
+                counters,
+                source_addresses=tuple(data.get("source_addresses") or ()),
+                scenario=scenario,
             )
         except Exception as exc:  # noqa: BLE001 - reported to the master, which fails the run with it
             runner.send_message(MSG_READY, {"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
@@ -160,6 +166,9 @@ def run_worker(options: WorkerOptions) -> int:
     runner.send_message(MSG_HELLO, {"pid": os.getpid(), "host": socket.gethostname()})
     if not configured.wait(timeout=options.config_timeout):
         runner.quit()
-        raise LoadError(f"the master at {options.master_host}:{options.master_port} sent no configuration within {options.config_timeout:g}s")
+        raise LoadError(
+            f"the master at {options.master_host}:{options.master_port} sent no configuration within "
+            f"{options.config_timeout:g}s"
+        )
     runner.greenlet.join()  # until the master says quit (or stops answering heartbeats)
     return 0

@@ -64,7 +64,10 @@ def test_port_shortage_without_spreading_is_refused():
         plan(users=50000, target_host="10.1.2.3")
     with pytest.raises(UsageError, match="lists 1"):
         plan(users=50000, source_addresses=("10.0.0.5",))
-    assert plan(users=50000, target_host="10.1.2.3", source_addresses=("10.0.0.5", "10.0.0.6")).source_addresses == ("10.0.0.5", "10.0.0.6")
+    assert plan(users=50000, target_host="10.1.2.3", source_addresses=("10.0.0.5", "10.0.0.6")).source_addresses == (
+        "10.0.0.5",
+        "10.0.0.6",
+    )
 
 
 def test_loopback_hosts():
@@ -83,8 +86,18 @@ def test_cli_refuses_before_starting_anything(tmp_path):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # 20000 here: "50000 users need at least 3 workers ..."
     users = 2 * (hard - FD_RESERVE) + 1
     out = tmp_path / "run"
-    result = soak("run", "--target", "{python} -m runner.targets.echo --port {port}", "--users", str(users),
-                  "--workers", "2", "--out", str(out), timeout=120)
+    result = soak(
+        "run",
+        "--target",
+        "{python} -m runner.targets.echo --port {port}",
+        "--users",
+        str(users),
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        timeout=120,
+    )
     assert result.returncode == EXIT_USAGE, result.stderr
     assert f"{users} users need at least 3 workers at {hard} fds each" in result.stderr
     assert "Traceback" not in result.stderr
@@ -105,8 +118,9 @@ def test_connections_per_user_count_as_connections():
 
 
 def cpu(users=50000, workers=3, **kwargs):
-    settings = dict(connections_per_user=1, spawn_rate=1000, hold=100.0, think=0.0, duration=300.0, cpus=2,
-                    load_average=0.0)
+    settings = dict(
+        connections_per_user=1, spawn_rate=1000, hold=100.0, think=0.0, duration=300.0, cpus=2, load_average=0.0
+    )
     return cpu_check(plan(users=users, workers=workers), **{**settings, **kwargs})
 
 
