@@ -28,6 +28,7 @@ from runner.sampling.runtimes import (
     runtime_of_process,
 )
 from runner.sampling.runtimes import node as node_probe
+from runner.sampling.runtimes.guard import start_guard
 from runner.target import free_port, wait_for_port
 from runner.watchdog import close_inspector
 from tests.conftest import ROOT, stop_process
@@ -173,7 +174,7 @@ def test_a_killed_runner_leaves_no_inspector_open():
         other = NodeServer()
         try:
             inspector = node_probe._find_inspector(node_probe._node_tree(other.process.pid))[0]
-            watchdog = node_probe._start_inspector_watchdog(inspector.url)
+            watchdog = start_guard("--close-inspector", inspector.url.encode())
             assert watchdog is not None and watchdog.stdin is not None
             watchdog.stdin.close()
             watchdog.wait(timeout=30)

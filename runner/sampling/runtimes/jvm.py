@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,7 +43,6 @@ from typing import Any
 
 import psutil
 
-from ... import watchdog
 from ...analysis.jvm_heap import (
     ClassHistogram,
     class_provenance,
@@ -53,6 +51,7 @@ from ...analysis.jvm_heap import (
     parse_old_objects,
 )
 from . import Checkpoint, LaunchPlan, ProbeUnavailable, RuntimeSite
+from .guard import release_guard, start_guard
 
 __all__ = [
     "AttachClient",
@@ -329,7 +328,9 @@ class JvmProbe:
             return
         self.recording = name
         if not self.started:
-            self._guard = _start_guard(self.client.socket_path, name)
+            self._guard = start_guard(
+                "--stop-jfr", json.dumps({"socket": self.client.socket_path, "recording": name}).encode()
+            )
 
     def steady_started(self) -> None:
         """Nothing to do: the first checkpoint is the baseline of the class growth."""
@@ -422,44 +423,10 @@ class JvmProbe:
             except Exception as exc:  # noqa: BLE001 - close never raises, whatever went wrong
                 stopped = False
                 self.notes.append(f"JFR: recording not stopped ({type(exc).__name__}: {exc})")
-        _release_guard(self._guard, stopped=stopped)
+        release_guard(self._guard, undone=stopped)
         self._guard = None
         self.closed = True
         return list(self.notes)
-
-
-_WATCHDOG_SCRIPT = str(Path(watchdog.__file__).resolve())
-
-
-def _start_guard(socket_path: str, recording: str) -> subprocess.Popen[bytes] | None:
-    """A stdlib watchdog (runner/watchdog.py --stop-jfr) that stops the recording if the runner dies first."""
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-S", _WATCHDOG_SCRIPT, "--stop-jfr"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"socket": socket_path, "recording": recording}).encode() + b"\n")
-        proc.stdin.flush()
-    except (OSError, ValueError):
-        return None
-    return proc
-
-
-def _release_guard(proc: subprocess.Popen[bytes] | None, *, stopped: bool) -> None:
-    """Tell the watchdog the recording is stopped (``done``), or leave the stopping to it; then let it go."""
-    if proc is None or proc.stdin is None:
-        return
-    try:
-        if stopped:
-            proc.stdin.write(b"done\n")
-        proc.stdin.close()
-        proc.wait(timeout=20)
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        proc.kill()
 
 
 def open_jvm_probe(pid: int, serving_port: int | None = None, *, started: bool = True) -> JvmProbe:

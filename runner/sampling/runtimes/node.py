@@ -34,21 +34,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import AbstractSet, Any, Iterator, Sequence
 
 import psutil
 
-from ... import watchdog
 from ...load.client import WebSocketClient, WebSocketError
 from ...target import port_in_use
 from ...watchdog import CLOSE_INSPECTOR
 from . import Checkpoint, LaunchPlan, ProbeUnavailable, RuntimeSite
+from .guard import release_guard, start_guard
 
 __all__ = [
     "CdpSession",
@@ -426,7 +424,7 @@ class NodeProbe:
                 f"node heap probe: cannot connect to the inspector of pid {self.pid} ({type(exc).__name__})"
             ) from None
         if opened_here:
-            self._watchdog = _start_inspector_watchdog(self._url)
+            self._watchdog = start_guard("--close-inspector", self._url.encode())  # a killed runner closes it too
 
     def _call(self, method: str, params: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         if self.session is None:
@@ -584,7 +582,7 @@ class NodeProbe:
             notes.append(
                 f"node heap probe: the inspector of pid {self.pid} is still listening on 127.0.0.1:{self.port}"
             )
-        _release_watchdog(self._watchdog, closed=not _listening(self.pid, self.port))
+        release_guard(self._watchdog, undone=not _listening(self.pid, self.port), timeout=10.0)
         self._watchdog = None
         return notes
 
@@ -760,46 +758,6 @@ def _path_text(graph: dict[str, Any], parent: dict[int, tuple[int, int]], node: 
         node = up
     steps.reverse()
     return steps[1:] if len(steps) > 1 else steps  # the synthetic root's own edge says nothing
-
-
-# --- the watchdog: a killed runner must not leave an inspector open -----------------------
-
-
-_WATCHDOG_SCRIPT = str(Path(watchdog.__file__).resolve())
-
-
-def _start_inspector_watchdog(url: str) -> subprocess.Popen[bytes] | None:
-    """A stdlib watchdog (runner/watchdog.py) that closes the inspector if the runner dies before close()."""
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-S", _WATCHDOG_SCRIPT, "--close-inspector"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError:
-        return None
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(f"{url}\n".encode())  # on stdin, not argv: process listings are world-readable
-        proc.stdin.flush()
-    except (OSError, ValueError):
-        return None
-    return proc
-
-
-def _release_watchdog(proc: subprocess.Popen[bytes] | None, *, closed: bool) -> None:
-    """Tell the watchdog the inspector is closed (``done``), or leave it to close it, then let it go."""
-    if proc is None or proc.stdin is None:
-        return
-    try:
-        if closed:
-            proc.stdin.write(b"done\n")
-        proc.stdin.close()
-        proc.wait(timeout=10)
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        proc.kill()
 
 
 # --- opening ----------------------------------------------------------------------------
