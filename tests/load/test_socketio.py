@@ -141,7 +141,11 @@ def test_heartbeats_are_answered_through_a_wait_and_the_hold(sio_server):
     user = RecordingUser()
     plan.run_cycle(user, url=sio_server.url)
     assert user.outcome() == {"connect": None, "join": None, "say": None, "close": None}
-    assert sio_server.wait_for_disconnects(2) == {"client disconnect": 1, "ping timeout": 1}
+    endings = sio_server.wait_for_disconnects(2)
+    # ours left cleanly; the silent one was dropped by the server (Socket.IO's ping timeout, or the
+    # transport's own keepalive closing first: either way the server, not the client, ended it)
+    assert endings.pop("client disconnect", 0) == 1, endings
+    assert sum(endings.values()) == 1 and set(endings) <= {"ping timeout", "transport close"}, endings
     silent.abort()
 
 

@@ -157,7 +157,8 @@ def test_cyclic_garbage_is_not_a_leak_at_checkpoints(tmp_path):
     heap = [value for _, value in reduced["heap"]]
     assert heap[-1] - min(heap) < 100_000, heap
     site = [s for s in reduced["sites"] if s["function"] == "garbage"]
-    assert not site or max(site[0]["live"][-3:]) < 100_000, site[0]["live"]
+    # (a pymalloc arena the garbage opened may stay charged to its site, at a constant 1 MiB)
+    assert not site or max(site[0]["live"][-3:]) - min(site[0]["live"]) < 100_000, site[0]["live"]
 
 
 def test_size_cap_stops_tracking_and_the_target_runs_on(tmp_path):
