@@ -210,10 +210,13 @@ def stopping_reason(decision: Mapping[str, Any], verdict: Verdict) -> str | None
     method = f"alpha spent over {looks} planned looks (union bound, total {plan.get('alpha', 0):g})"
     cycles = decision.get("decided_after_cycles")
     if reason in ("leak", "pass") and cycles is not None:
-        return (
-            f"decided after {cycles:,} connections at look {decision.get('look', 0) + 1} of {looks}: "
-            f"the verdict is the same analysis at {level}, {method}"
-        )
+        at = f"after {cycles:,} connections at look {decision.get('look', 0) + 1} of {looks}"
+        if verdict.value != reason:  # the whole record (every checkpoint, the drain) did not confirm the look
+            return (
+                f"a look judged {reason.upper()} {at} and ended the steady phase, but the whole record, judged "
+                f"at {level}, does not confirm it: raise load.min_duration or use a fixed load.duration"
+            )
+        return f"decided {at}: the verdict is the same analysis at {level}, {method}"
     if reason == "max_duration":
         if verdict is Verdict.INCONCLUSIVE:
             return f"no verdict was certain by load.max_duration ({looks} looks); judged at {level}, {method}"

@@ -109,6 +109,10 @@ def test_the_stopping_reason_names_the_look_and_the_alpha():
     at_max = dict(decision, stop_reason="max_duration", decided_after_cycles=None)
     undecided = stopping_reason(at_max, Verdict.INCONCLUSIVE)
     assert undecided is not None and "no verdict was certain by load.max_duration" in undecided
+    # a look's LEAK that the whole record does not confirm is said to be so, never "decided"
+    unconfirmed = stopping_reason(decision, Verdict.INCONCLUSIVE)
+    assert unconfirmed is not None and unconfirmed.startswith("a look judged LEAK after 12,345 connections")
+    assert "does not confirm it" in unconfirmed and "decided" not in unconfirmed
 
 
 # --- recorded real series (bench/data/) -------------------------------------------------------
