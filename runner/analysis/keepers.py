@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..sampling.keepers_probe import PLUMBING  # stdlib only: the probe the target runs
 from .sites import WARMUP_FRACTION, steady_closed
 from .stats import mann_kendall, theil_sen
 from .verdict import DECELERATION_RATIO
@@ -48,24 +49,6 @@ THIN_POINTS = 12
 #: Items of each kind listed.
 MAX_LISTED = 5
 ALPHA = 0.05
-#: Object types whose growth says nothing on its own (the plumbing of any object graph).
-_PLUMBING = {
-    "dict",
-    "list",
-    "tuple",
-    "set",
-    "cell",
-    "frame",
-    "method",
-    "builtin_function_or_method",
-    "weakref",
-    "function",
-    "coroutine",
-    "collections.deque",
-    "weakref.ReferenceType",
-    "weakref.ProxyType",
-    "frozenset",
-}
 
 
 def _window(walls: Sequence[float], samples: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -188,7 +171,7 @@ def keepers_summary(keepers: Mapping[str, Any] | None, samples: Sequence[Mapping
             cmask, cx = census_window
             judged = bool(cmask.sum() >= MIN_CENSUS_POINTS)
             for name, counts in (keepers.get("census") or {}).items():
-                if name in _PLUMBING:
+                if name in PLUMBING:
                     continue
                 found = grows(cx[cmask], _series(counts)[cmask], min_points=MIN_CENSUS_POINTS)
                 if found:

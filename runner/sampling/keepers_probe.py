@@ -37,7 +37,7 @@ import time
 import types
 from typing import Any, Iterable
 
-__all__ = ["Probe", "MAX_DEPTH", "MAX_NODES", "WALK_BUDGET", "LIBRARY_MIN_ITEMS", "CENSUS_TOP"]
+__all__ = ["Probe", "PLUMBING", "MAX_DEPTH", "MAX_NODES", "WALK_BUDGET", "LIBRARY_MIN_ITEMS", "CENSUS_TOP"]
 
 #: Levels below a user module's globals the walk descends (NAME.attr[key].attr = 3).
 MAX_DEPTH = 3
@@ -86,7 +86,7 @@ _SKIP_TYPES = (
     bytearray,
 )
 #: Builtin types that are the plumbing of any object graph, never what a reader looks for.
-_PLUMBING = {
+PLUMBING = {
     "dict",
     "list",
     "tuple",
@@ -110,6 +110,7 @@ _PLUMBING = {
     "property",
     "collections.deque",
     "weakref.ReferenceType",
+    "weakref.ProxyType",
     "_contextvars.Context",
     "managedbuffer",
 }
@@ -407,7 +408,7 @@ class Probe:
         is traced, from its oldest instance created after the first census (the oldest is
         the one most surely kept). A path that starts at a user module's global wins.
         """
-        grown = {k: last[k] - first.get(k, 0) for k in last if not k.startswith("function ") and k not in _PLUMBING}
+        grown = {k: last[k] - first.get(k, 0) for k in last if not k.startswith("function ") and k not in PLUMBING}
         grown = {k: g for k, g in grown.items() if g > 0}
         if not grown:
             return None

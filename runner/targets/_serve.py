@@ -84,3 +84,15 @@ def main(
         configure(p)
     args = p.parse_args(argv)
     run(handler_factory(args), args)
+
+
+def run_asgi(app: Any, host: str, port: int) -> None:
+    """Serve an ASGI app under uvicorn as the bundled ASGI targets do (websockets' sans-I/O core, quiet logs).
+
+    uvicorn is imported here: only the ASGI targets need it, and it is a test-only dependency.
+    """
+    import uvicorn
+
+    uvicorn.run(
+        app, host=host, port=port, ws="websockets-sansio", ws_ping_interval=None, log_level="warning", lifespan="off"
+    )

@@ -28,6 +28,8 @@ from ariadne import MutationType, QueryType, SubscriptionType, make_executable_s
 from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLTransportWSHandler
 
+from ._serve import run_asgi
+
 __all__ = ["Broker", "Listener", "make_app", "main"]
 
 _STATE_BYTES = 1024  # per-subscriber state a real server keeps (filters, cursor, a replay window)
@@ -171,8 +173,6 @@ def make_app(*, leak_bytes: int = 0, ping_interval: float | None = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import uvicorn
-
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -188,15 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     app = make_app(leak_bytes=args.leak_bytes, ping_interval=args.ping_interval)
     print(f"listening on ws://{args.host}:{args.port}/ (graphql-transport-ws)", flush=True)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        ws="websockets-sansio",
-        ws_ping_interval=None,
-        log_level="warning",
-        lifespan="off",
-    )
+    run_asgi(app, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 import socketio
 
+from ._serve import run_asgi
+
 __all__ = ["ChatRooms", "Member", "make_app", "main"]
 
 _PROFILE_BYTES = 1024  # state a real server keeps per room member (presence, cursor, history window)
@@ -134,8 +136,6 @@ def make_app(*, leak_bytes: int = 0, ping_interval: float = 25, ping_timeout: fl
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import uvicorn
-
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -150,15 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     app = make_app(leak_bytes=args.leak_bytes, ping_interval=args.ping_interval, ping_timeout=args.ping_timeout)
     print(f"listening on ws://{args.host}:{args.port}/socket.io/", flush=True)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        ws="websockets-sansio",
-        ws_ping_interval=None,
-        log_level="warning",
-        lifespan="off",
-    )
+    run_asgi(app, args.host, args.port)
 
 
 if __name__ == "__main__":

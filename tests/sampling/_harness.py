@@ -79,8 +79,12 @@ class TrackedTarget:
             time.sleep(0.05)
         return self
 
-    def churn(self, connections: int, *, idle: float = 1.5) -> list[dict[str, Any]]:
-        """Idle, then ``connections`` connect/echo/close cycles in a row, then idle; the samples."""
+    def churn(self, connections: int, *, idle: float = 1.5, min_seconds: float = 0.0) -> list[dict[str, Any]]:
+        """Idle, then ``connections`` connect/echo/close cycles, then idle; the samples.
+
+        ``min_seconds`` spreads the cycles over at least that long, so a fast machine still gives
+        the target's checkpoints enough points of the churn (a slow one simply takes longer).
+        """
         samples: list[dict[str, Any]] = []
         closed = 0
 
@@ -95,7 +99,11 @@ class TrackedTarget:
             time.sleep(0.1)
         url = f"ws://127.0.0.1:{self.port}/"
         last = 0.0
-        for _ in range(connections):
+        began = time.monotonic()
+        for i in range(connections):
+            ahead = began + min_seconds * i / connections - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
             with connect(url, open_timeout=10, close_timeout=10) as ws:
                 ws.send("x" * 64)
                 ws.recv(timeout=10)

@@ -205,7 +205,7 @@ def test_the_attach_payload_measures_keepers_like_the_launcher(tmp_path):
         _wait_for(tmp_path / "attach.py.done", "the payload did not run")
         request_freeze(tmp_path)
         target = TrackedTarget(tmp_path, [], port=port)
-        samples = target.churn(1500)
+        samples = target.churn(1500, min_seconds=12)  # >= 24 checkpoints of churn, however fast the machine
         request_chain(tmp_path)
         deadline = time.monotonic() + 60
         while '"event":"chain"' not in files.keepers.read_text() and time.monotonic() < deadline:
